@@ -107,7 +107,7 @@ def _unknown_key(path: str, cfg: DictConfig, source: str) -> ConfigError:
 
 def _coerce(path: str, old: Any, new: Any, source: str) -> Any:
     """``new`` converted to the type of the value it replaces, or a ConfigError."""
-    if old is None or new is None or path in VALIDATORS:
+    if old is None or new is None or new == "???" or path in VALIDATORS:
         return new
 
     def fail(kind: str) -> ConfigError:

@@ -76,14 +76,17 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     for key, value in metrics.items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"Metric names must be non-empty strings. Received: name={key!r}")
+        error = ValueError(
+            f"Metric {key!r} must be a real number or a 0-d array. "
+            f"Received: {type(value).__name__} {value!r}"
+        )
+        # float() would also accept text such as "1.5" and one-element arrays of any rank.
+        if isinstance(value, str | bytes) or getattr(value, "ndim", 0) != 0:
+            raise error
         try:
-            number = float(value)
+            result[key] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(
-                f"Metric {key!r} must be a real number or a scalar array. "
-                f"Received: {type(value).__name__} {value!r}"
-            ) from None
-        result[key] = number
+            raise error from None
     return result
 
 
