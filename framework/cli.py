@@ -94,14 +94,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _instantiate(cfg: Any) -> Any:
-    from framework.backend import select_backend
-
-    select_backend(str(cfg.backend))
-    recipe_cls = registry.resolve(registry.get_recipe(str(cfg.recipe)))
-    return recipe_cls(cfg)
-
-
 def _print_metrics(title: str, metrics: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -115,25 +107,17 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 
 
 def _train(cfg: Any) -> int:
-    recipe = _instantiate(cfg)
-    from framework.trainer import Trainer
+    from framework.run import run_recipe
 
-    trainer = Trainer.from_config(cfg)
-    custom = recipe.run(trainer)
-    if custom is not None:
-        _print_metrics(f"{cfg.recipe}", custom)
+    result = run_recipe(cfg)
+    if result.custom:
+        _print_metrics(f"{cfg.recipe}", result.metrics)
         return 0
-
-    trainer.fit(recipe)
-    results = dict(trainer.callback_metrics)
-    results.update(trainer.test())
-    results.pop("epoch", None)
-    trainer.finalize(results)
-    if trainer.log_dir is not None:
-        print(f"run written to {trainer.log_dir}")
+    if result.log_dir is not None:
+        print(f"run written to {result.log_dir}")
     else:
         print("fast_dev_run: nothing was written")
-    _print_metrics(f"{cfg.recipe}: final metrics", results)
+    _print_metrics(f"{cfg.recipe}: final metrics", result.metrics)
     return 0
 
 
@@ -166,8 +150,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     cfg = load_config(args.recipe, args.config, args.overrides)
-    recipe = _instantiate(cfg)
+    from framework.run import instantiate_recipe
     from framework.summary import print_summary
+
+    recipe = instantiate_recipe(cfg)
 
     print_summary(recipe.configure_model())
     return 0

@@ -304,6 +304,8 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "trainer.save_every_n_steps": _int(1, optional=True),
     "trainer.jit_compile": _jit,
     "trainer.steps_per_execution": _int(1),
+    "trainer.strategy": _choice(("single", "data_parallel")),
+    "trainer.devices": lambda p, v: v if v == "auto" else _int(1)(p, v),
     "checkpoint.save_top_k": _int(-1),
     "checkpoint.every_n_epochs": _int(1),
     "checkpoint.mode": lambda p, v: v if v is None else _choice(("min", "max"))(p, v),

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from framework import backend, checkpoint
+from framework import backend, checkpoint, distribution
 from framework.callbacks.base import Callback
 from framework.config import VALIDATORS, ConfigError, flatten
 from framework.recipe import Recipe
@@ -59,6 +59,8 @@ class TrainerConfig:
     save_every_n_steps: int | None = None
     jit_compile: bool | str = "auto"
     steps_per_execution: int = 1
+    strategy: str = "single"
+    devices: int | str = "auto"
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -389,6 +391,11 @@ class Trainer:
         flags = self.flags
         backend.seed_everything(flags.seed, flags.deterministic)
         backend.set_precision(flags.precision)
+        with distribution.scope(flags.strategy, flags.devices):
+            self._build_and_compile()
+
+    def _build_and_compile(self) -> None:
+        flags = self.flags
         model = self.recipe.configure_model()
         optimizer = self.recipe.configure_optimizers()
         extra: dict[str, Any] = {}
@@ -446,6 +453,8 @@ class Trainer:
         self.log_dir = Path(tensorboard.log_dir)
         if self.run_config is not None:
             _write_atomic(self.log_dir / "config.yaml", OmegaConf.to_yaml(self.run_config))
+            for sink in self.loggers:
+                sink.log_hyperparams(flatten(self.run_config))
         lines: list[str] = []
         self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
         _write_atomic(self.log_dir / "model_summary.txt", "\n".join(lines) + "\n")
