@@ -111,8 +111,7 @@ def _train(cfg: Any) -> int:
 
     result = run_recipe(cfg)
     if result.custom:
-        _print_metrics(f"{cfg.recipe}", result.metrics)
-        return 0
+        return 0  # the recipe printed its own report
     if result.log_dir is not None:
         print(f"run written to {result.log_dir}")
     else:
