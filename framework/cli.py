@@ -208,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        print(f"error: {error or 'interrupted'}", file=sys.stderr)
         return 130
     except _USER_ERRORS as error:
         if args.verbose:

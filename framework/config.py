@@ -98,7 +98,7 @@ def _unknown_key(path: str, cfg: DictConfig, source: str) -> ConfigError:
     parent = path.rpartition(".")[0]
     node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
     if OmegaConf.is_dict(node):
-        message += f"; valid keys here: {', '.join(str(k) for k in node.keys())}"
+        message += f"; valid keys here: {', '.join(str(k) for k in node.keys())}"  # noqa: SIM118 - keys() lists missing (???) keys too
     suggestion = registry.closest(path, _leaf_paths(cfg))
     if suggestion:
         message += f"; did you mean {suggestion!r}?"
@@ -166,9 +166,11 @@ def _set(cfg: DictConfig, path: str, value: Any, source: str, allow_new: bool) -
 def _merge_file(cfg: DictConfig, patch: DictConfig, source: str, open_top: Iterable[str]) -> None:
     opened = set(open_top)
     for key in patch:
-        value = OmegaConf.to_container(patch[key], resolve=False) if OmegaConf.is_config(
-            patch[key]
-        ) else patch[key]
+        value = (
+            OmegaConf.to_container(patch[key], resolve=False)
+            if OmegaConf.is_config(patch[key])
+            else patch[key]
+        )
         if key in opened and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
                 _set(cfg, f"{key}.{sub_key}", sub_value, source, allow_new=True)

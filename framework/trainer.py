@@ -7,12 +7,15 @@ module only after ``framework.backend.select_backend``: it imports Keras.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,15 @@ from framework.resume import resolve_ckpt_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "TrainerConfig", "TrainingFailed"]
+__all__ = ["Trainer", "TrainerConfig", "TrainingFailed", "TrainingInterrupted"]
 
 
 class TrainingFailed(RuntimeError):
     """The run stopped because training itself went wrong (for example a NaN loss)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after the current step; a checkpoint was written first."""
 
 
 @dataclass
@@ -100,6 +107,8 @@ class _KerasBridge(keras.callbacks.Callback):
         super().__init__()
         self.trainer = trainer
         self._epoch_start_step = 0
+        #: Batches of the first epoch already trained before a mid-epoch resume.
+        self.batch_offset = 0
         self._fit_start = 0.0
         self._epoch_start = 0.0
         self._first_step_logged = False
@@ -114,9 +123,10 @@ class _KerasBridge(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
         trainer = self.trainer
         trainer.current_epoch = epoch
-        trainer.batch_idx = 0
-        self._epoch_start_step = trainer.global_step
+        trainer.batch_idx = self.batch_offset
+        self._epoch_start_step = trainer.global_step - self.batch_offset
         self._epoch_start = time.perf_counter()
+        trainer.datamodule.set_epoch(epoch)
         trainer._call("on_train_epoch_start")
 
     def on_train_batch_begin(self, batch: int, logs: Mapping | None = None) -> None:
@@ -124,8 +134,8 @@ class _KerasBridge(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         trainer = self.trainer
-        trainer.global_step = self._epoch_start_step + batch + 1
-        trainer.batch_idx = batch + 1
+        trainer.global_step = self._epoch_start_step + self.batch_offset + batch + 1
+        trainer.batch_idx = self.batch_offset + batch + 1
         outputs = {k: float(v) for k, v in (logs or {}).items()}
         loss = outputs.get("loss")
         if loss is not None and not math.isfinite(loss):
@@ -141,7 +151,9 @@ class _KerasBridge(keras.callbacks.Callback):
             logger.info("first step (with compilation) took %.2f s", first)
         if trainer.global_step % trainer.flags.log_every_n_steps == 0:
             trainer.log_metrics({f"train/{k}_step": v for k, v in outputs.items()})
-        trainer._call("on_train_batch_end", outputs, batch)
+        trainer._call("on_train_batch_end", outputs, trainer.batch_idx - 1)
+        if trainer._interrupt_requested:
+            trainer._checkpoint_on_interrupt()
         if trainer.should_stop:
             self.model.stop_training = True
 
@@ -169,8 +181,12 @@ class _KerasBridge(keras.callbacks.Callback):
         if any(key.startswith("val_") for key in logs):
             trainer._call("on_validation_epoch_end")
         trainer.epochs_completed = epoch + 1
+        trainer.batch_idx = 0
+        self.batch_offset = 0
         trainer._call("on_train_epoch_end")
         trainer._flush_loggers()
+        if trainer._interrupt_requested:
+            trainer._checkpoint_on_interrupt()
         if trainer.should_stop:
             self.model.stop_training = True
 
@@ -223,6 +239,7 @@ class Trainer:
         self.num_training_batches: int | None = None
         self.has_validation = False
         self.resumed_from: Path | None = None
+        self._interrupt_requested = False
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
@@ -290,16 +307,8 @@ class Trainer:
         try:
             self._call("setup", "fit")
             self._call("on_fit_start")
-            self.model.fit(
-                train,
-                validation_data=val,
-                epochs=max_epochs,
-                initial_epoch=self.epochs_completed,
-                validation_freq=flags.check_val_every_n_epoch,
-                shuffle=False,  # the DataModule shuffles; Keras cannot shuffle a tf.data input
-                callbacks=[_KerasBridge(self)],
-                verbose=0,
-            )
+            with self._sigint_guard():
+                self._run_fit(train, val, max_epochs)
             self._call("on_fit_end")
         except BaseException as error:
             self._fail(error)
@@ -309,6 +318,67 @@ class Trainer:
             self.state = "idle"
         self._write_status("fit-complete")
         return dict(self.callback_metrics)
+
+    def _run_fit(self, train: Any, val: Any, max_epochs: int) -> None:
+        bridge = _KerasBridge(self)
+        options = {
+            "validation_data": val,
+            "validation_freq": self.flags.check_val_every_n_epoch,
+            "callbacks": [bridge],
+            "verbose": 0,
+            "shuffle": False,  # the DataModule shuffles; Keras cannot shuffle a tf.data input
+        }
+        if self.batch_idx > 0 and self.epochs_completed < max_epochs:
+            # A mid-epoch checkpoint: finish that epoch without the batches already trained.
+            bridge.batch_offset = self.batch_idx
+            self.model.fit(
+                train.skip(self.batch_idx),
+                epochs=self.epochs_completed + 1,
+                initial_epoch=self.epochs_completed,
+                **options,
+            )
+        if not self.should_stop and self.epochs_completed < max_epochs:
+            self.model.fit(
+                train, epochs=max_epochs, initial_epoch=self.epochs_completed, **options
+            )
+
+    @contextlib.contextmanager
+    def _sigint_guard(self) -> Iterator[None]:
+        """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupt_requested:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self._interrupt_requested = True
+            logger.warning(
+                "interrupt received: finishing the current step and writing a checkpoint "
+                "(press Ctrl-C again to stop at once)"
+            )
+
+        previous = signal.signal(signal.SIGINT, handler)
+        self._interrupt_requested = False
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _checkpoint_on_interrupt(self) -> None:
+        where = f"epoch {self.current_epoch}, step {self.global_step}"
+        if self.log_dir is None or not self.flags.enable_checkpointing:
+            raise TrainingInterrupted(f"interrupted at {where}; no checkpoint (none enabled)")
+        callback = self.checkpoint_callback
+        folder = (
+            callback.dirpath if callback and callback.dirpath else self.log_dir / "checkpoints"
+        )
+        path = self.save_checkpoint(Path(folder) / "last.ckpt")
+        raise TrainingInterrupted(
+            f"interrupted at {where}; checkpoint written to {path}. Resume with: "
+            f"kiln resume {self.log_dir}  (or kiln run {self.name} trainer.ckpt_path=last)"
+        )
 
     def validate(
         self, recipe: Recipe | None = None, ckpt_path: str | os.PathLike | None = None
@@ -346,6 +416,7 @@ class Trainer:
         state: dict[str, Any] = {
             "epochs_completed": self.epochs_completed,
             "global_step": self.global_step,
+            "batch_idx": self.batch_idx,
             "optimizer_iterations": int(np.asarray(self.model.optimizer.iterations)),
             "metrics": self.callback_metrics,
             "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
@@ -426,6 +497,7 @@ class Trainer:
         self.epochs_completed = int(state["epochs_completed"])
         self.current_epoch = self.epochs_completed
         self.global_step = int(state["global_step"])
+        self.batch_idx = int(state.get("batch_idx", 0))
         self.callback_metrics = dict(state.get("metrics") or {})
         saved = state.get("callbacks") or {}
         for callback in self.callbacks:
@@ -433,9 +505,10 @@ class Trainer:
                 callback.load_state_dict(saved[callback.state_key])
         self._call("on_load_checkpoint", dict(state))
         logger.info(
-            "resumed from %s at epoch %d, global step %d (optimizer step %d)",
+            "resumed from %s at epoch %d (+%d batches), global step %d (optimizer step %d)",
             self.resumed_from,
             self.epochs_completed,
+            self.batch_idx,
             self.global_step,
             int(np.asarray(self.model.optimizer.iterations)),
         )

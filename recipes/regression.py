@@ -39,6 +39,11 @@ class RegressionDataModule(DataModule):
         self.data = config.data
         self.seed = int(config.trainer.seed)
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._shuffle = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self._shuffle is not None:
+            self._shuffle.set_epoch(epoch)
 
     def setup(self, stage: str) -> None:
         if self.splits:
@@ -54,10 +59,16 @@ class RegressionDataModule(DataModule):
     def _dataset(self, split: str, shuffle: bool):  # noqa: ANN202 - tf.data.Dataset
         import tensorflow as tf
 
+        from framework.data.shuffle import EpochShuffle
+
         x, y = self.splits[split]
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
-            ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
+            # The order depends on (seed, epoch) only, so a resumed run repeats it exactly.
+            self._shuffle = self._shuffle or EpochShuffle(self.seed)
+            xs, ys = tf.constant(x), tf.constant(y)
+            ds = self._shuffle.indices(len(x)).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((x, y))
         return ds.batch(self.data.batch_size).prefetch(tf.data.AUTOTUNE)
 
     def train_dataloader(self):  # noqa: ANN201

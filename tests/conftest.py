@@ -27,13 +27,23 @@ class TinyData(DataModule):
         self.y = (2 * self.x - 1).astype("float32")
         self.n_train = n_train
         self.batch_size = batch_size
+        self.shuffle = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle is not None:
+            self.shuffle.set_epoch(epoch)
 
     def _ds(self, lo: int, hi: int, shuffle: bool = False):  # noqa: ANN202
         import tensorflow as tf
 
-        ds = tf.data.Dataset.from_tensor_slices((self.x[lo:hi], self.y[lo:hi]))
+        from framework.data.shuffle import EpochShuffle
+
+        x, y = tf.constant(self.x[lo:hi]), tf.constant(self.y[lo:hi])
         if shuffle:
-            ds = ds.shuffle(hi - lo, seed=0)
+            self.shuffle = self.shuffle or EpochShuffle(seed=0)
+            ds = self.shuffle.indices(hi - lo).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((x, y))
         return ds.batch(self.batch_size)
 
     def train_dataloader(self):  # noqa: ANN201

@@ -25,16 +25,21 @@ def test_config_precedence_defaults_recipe_file_overrides(tmp_path: Path) -> Non
 
 
 def test_config_typo_suggests_closest_key() -> None:
-    with pytest.raises(ConfigError, match="unknown config key 'trainer.max_epoch'.*"
-                       "did you mean 'trainer.max_epochs'"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown config key 'trainer.max_epoch'.*did you mean 'trainer.max_epochs'",
+    ):
         load_config("regression_shortcut", overrides=["trainer.max_epoch=3"])
 
 
 def test_config_typo_in_user_file_names_the_file(tmp_path: Path) -> None:
     user = tmp_path / "bad.yaml"
     user.write_text("optimizer:\n  learnin_rate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"'optimizer.learnin_rate' \(from .*bad.yaml\).*"
-                       "did you mean 'optimizer.learning_rate'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'optimizer.learnin_rate' \(from .*bad.yaml\).*"
+        "did you mean 'optimizer.learning_rate'",
+    ):
         load_config("regression_shortcut", user)
 
 
@@ -45,10 +50,11 @@ def test_config_typo_in_user_file_names_the_file(tmp_path: Path) -> None:
         ("trainer.max_epochs=0", "max_epochs must be an integer >= 1; received 0"),
         ("trainer.max_epochs=2.5", "max_epochs must be an integer >= 1; received 2.5"),
         ("trainer.fast_dev_run=yes please", "fast_dev_run must be true or false"),
-        ("trainer.precision=64", "precision must be one of 32, bf16-mixed, 16-mixed; "
-         "received 64"),
-        ("backend=jaxx", "backend must be one of tensorflow, jax; received 'jaxx'; "
-         "did you mean 'jax'"),
+        ("trainer.precision=64", "precision must be one of 32, bf16-mixed, 16-mixed; received 64"),
+        (
+            "backend=jaxx",
+            "backend must be one of tensorflow, jax; received 'jaxx'; did you mean 'jax'",
+        ),
         ("optimizer.learning_rate=fast", "optimizer.learning_rate must be a number"),
         ("trainer.limit_train_batches=0", "limit_train_batches must be null, an integer >= 1"),
         ("data.n_train=[1, 2]", "data.n_train must be an integer"),
@@ -62,7 +68,11 @@ def test_config_wrong_values_are_named(override: str, message: str) -> None:
 def test_config_numeric_strings_are_numbers() -> None:
     cfg = load_config(
         "regression_shortcut",
-        overrides=["optimizer.learning_rate=1e-5", "trainer.max_epochs=3.0", "trainer.precision=32"],
+        overrides=[
+            "optimizer.learning_rate=1e-5",
+            "trainer.max_epochs=3.0",
+            "trainer.precision=32",
+        ],
     )
     assert cfg.optimizer.learning_rate == pytest.approx(1e-5)
     assert isinstance(cfg.optimizer.learning_rate, float)
@@ -83,15 +93,18 @@ def test_config_missing_required_value(tmp_path: Path) -> None:
 
 
 def test_config_unknown_recipe_suggests_closest() -> None:
-    with pytest.raises(KeyError, match="unknown recipe 'regression_shortcat'.*"
-                       "did you mean 'regression_shortcut'"):
+    with pytest.raises(
+        KeyError, match="unknown recipe 'regression_shortcat'.*did you mean 'regression_shortcut'"
+    ):
         load_config("regression_shortcat")
 
 
 def test_config_fast_dev_run_with_resume_is_rejected() -> None:
     with pytest.raises(ConfigError, match="fast_dev_run writes no checkpoints"):
-        load_config("regression_shortcut",
-                    overrides=["trainer.fast_dev_run=true", "trainer.ckpt_path=last"])
+        load_config(
+            "regression_shortcut",
+            overrides=["trainer.fast_dev_run=true", "trainer.ckpt_path=last"],
+        )
 
 
 def test_config_malformed_override() -> None:

@@ -44,8 +44,11 @@ def _csv_rows(path) -> list[dict[str, str]]:  # noqa: ANN001
 def test_trainer_fit_hook_order_epochs_and_steps(root) -> None:  # noqa: ANN001
     recorder = Recorder()
     trainer = Trainer(
-        max_epochs=2, default_root_dir=str(root), callbacks=[recorder],
-        enable_progress_bar=False, name="tiny",
+        max_epochs=2,
+        default_root_dir=str(root),
+        callbacks=[recorder],
+        enable_progress_bar=False,
+        name="tiny",
     )
     trainer.fit(TinyRecipe())
     assert recorder.events == [
@@ -66,18 +69,30 @@ def test_trainer_fit_hook_order_epochs_and_steps(root) -> None:  # noqa: ANN001
 def test_trainer_limits_and_validation_frequency(root) -> None:  # noqa: ANN001
     recorder = Recorder()
     trainer = Trainer(
-        max_epochs=4, limit_train_batches=3, limit_val_batches=0.5, check_val_every_n_epoch=2,
-        default_root_dir=str(root), callbacks=[recorder], logger=False, name="tiny",
+        max_epochs=4,
+        limit_train_batches=3,
+        limit_val_batches=0.5,
+        check_val_every_n_epoch=2,
+        default_root_dir=str(root),
+        callbacks=[recorder],
+        logger=False,
+        name="tiny",
     )
     trainer.fit(TinyRecipe())
     assert trainer.global_step == 12
-    assert [e for e in recorder.events if e[0] == "val_end"] == [("val_end", 1, 6), ("val_end", 3, 12)]
+    assert [e for e in recorder.events if e[0] == "val_end"] == [
+        ("val_end", 1, 6),
+        ("val_end", 3, 12),
+    ]
 
 
 def test_trainer_fast_dev_run_writes_nothing(root) -> None:  # noqa: ANN001
     trainer = Trainer(
-        fast_dev_run=True, max_epochs=5, default_root_dir=str(root),
-        callbacks=[ModelCheckpoint(dirpath=root / "ck")], name="tiny",
+        fast_dev_run=True,
+        max_epochs=5,
+        default_root_dir=str(root),
+        callbacks=[ModelCheckpoint(dirpath=root / "ck")],
+        name="tiny",
     )
     metrics = trainer.fit(TinyRecipe())
     assert trainer.global_step == 1
@@ -88,8 +103,12 @@ def test_trainer_fast_dev_run_writes_nothing(root) -> None:  # noqa: ANN001
 
 def test_trainer_writes_run_folder_files(root) -> None:  # noqa: ANN001
     trainer = Trainer(
-        max_epochs=2, default_root_dir=str(root), log_every_n_steps=4, name="tiny",
-        callbacks=[ModelCheckpoint()], enable_progress_bar=False,
+        max_epochs=2,
+        default_root_dir=str(root),
+        log_every_n_steps=4,
+        name="tiny",
+        callbacks=[ModelCheckpoint()],
+        enable_progress_bar=False,
     )
     trainer.fit(TinyRecipe())
     trainer.test()
@@ -108,8 +127,12 @@ def test_trainer_writes_run_folder_files(root) -> None:  # noqa: ANN001
 
 def test_trainer_resume_continues_epoch_step_and_optimizer(root) -> None:  # noqa: ANN001
     first = Trainer(
-        max_epochs=2, default_root_dir=str(root), log_every_n_steps=4, name="tiny",
-        callbacks=[ModelCheckpoint()], enable_progress_bar=False,
+        max_epochs=2,
+        default_root_dir=str(root),
+        log_every_n_steps=4,
+        name="tiny",
+        callbacks=[ModelCheckpoint()],
+        enable_progress_bar=False,
     )
     first.fit(TinyRecipe())
     state = checkpoint.read_state(root / "tiny/version_0/checkpoints/last.ckpt")
@@ -119,8 +142,12 @@ def test_trainer_resume_continues_epoch_step_and_optimizer(root) -> None:  # noq
 
     recorder = Recorder()
     second = Trainer(
-        max_epochs=3, default_root_dir=str(root), log_every_n_steps=4, name="tiny",
-        callbacks=[ModelCheckpoint(), recorder], enable_progress_bar=False,
+        max_epochs=3,
+        default_root_dir=str(root),
+        log_every_n_steps=4,
+        name="tiny",
+        callbacks=[ModelCheckpoint(), recorder],
+        enable_progress_bar=False,
     )
     second.fit(TinyRecipe(), ckpt_path="last")
     assert recorder.events[0] == ("fit_start", 2, 16)
@@ -129,20 +156,33 @@ def test_trainer_resume_continues_epoch_step_and_optimizer(root) -> None:  # noq
     assert int(second.model.optimizer.iterations) == 24
     assert second.log_dir == root / "tiny" / "version_0"
     assert not (root / "tiny" / "version_1").exists()
-    steps = [int(r["step"]) for r in _csv_rows(root / "tiny/version_0/metrics.csv")
-             if r.get("train/loss_step")]
+    steps = [
+        int(r["step"])
+        for r in _csv_rows(root / "tiny/version_0/metrics.csv")
+        if r.get("train/loss_step")
+    ]
     assert steps == [4, 8, 12, 16, 20, 24]
 
 
 def test_trainer_resume_restores_optimizer_slots(root) -> None:  # noqa: ANN001
-    first = Trainer(max_epochs=1, default_root_dir=str(root), name="tiny",
-                    callbacks=[ModelCheckpoint()], enable_progress_bar=False)
+    first = Trainer(
+        max_epochs=1,
+        default_root_dir=str(root),
+        name="tiny",
+        callbacks=[ModelCheckpoint()],
+        enable_progress_bar=False,
+    )
     first.fit(TinyRecipe())
     saved = [np.asarray(v).copy() for v in first.model.optimizer.variables]
     saved_weights = [w.copy() for w in first.model.get_weights()]
 
-    second = Trainer(max_epochs=1, default_root_dir=str(root), name="tiny",
-                     callbacks=[ModelCheckpoint()], enable_progress_bar=False)
+    second = Trainer(
+        max_epochs=1,
+        default_root_dir=str(root),
+        name="tiny",
+        callbacks=[ModelCheckpoint()],
+        enable_progress_bar=False,
+    )
     second.fit(TinyRecipe(), ckpt_path="last")  # nothing left to train: state only
     loaded = [np.asarray(v) for v in second.model.optimizer.variables]
     assert len(saved) == len(loaded) > 2
@@ -153,8 +193,14 @@ def test_trainer_resume_restores_optimizer_slots(root) -> None:  # noqa: ANN001
 
 
 def test_trainer_gradient_clip_and_accumulation_reach_the_optimizer(root) -> None:  # noqa: ANN001
-    trainer = Trainer(max_epochs=1, gradient_clip_val=0.5, accumulate_grad_batches=4,
-                      logger=False, name="tiny", enable_progress_bar=False)
+    trainer = Trainer(
+        max_epochs=1,
+        gradient_clip_val=0.5,
+        accumulate_grad_batches=4,
+        logger=False,
+        name="tiny",
+        enable_progress_bar=False,
+    )
     trainer.fit(TinyRecipe())
     assert trainer.model.optimizer.global_clipnorm == 0.5
     assert trainer.model.optimizer.gradient_accumulation_steps == 4
@@ -165,8 +211,14 @@ def test_trainer_gradient_clip_and_accumulation_reach_the_optimizer(root) -> Non
 def test_trainer_precision_sets_policy(root) -> None:  # noqa: ANN001
     import keras
 
-    trainer = Trainer(max_epochs=1, precision="bf16-mixed", logger=False, name="tiny",
-                      limit_train_batches=1, enable_progress_bar=False)
+    trainer = Trainer(
+        max_epochs=1,
+        precision="bf16-mixed",
+        logger=False,
+        name="tiny",
+        limit_train_batches=1,
+        enable_progress_bar=False,
+    )
     try:
         trainer.fit(TinyRecipe())
         assert trainer.model.layers[0].compute_dtype == "bfloat16"

@@ -111,5 +111,9 @@ class EarlyStopping(Callback):
             )
             return
         trainer.model.set_weights(self.best_weights)
-        logger.info("restored the weights of epoch %d (%s=%.6g)", self.best_epoch,
-                    self.monitor, self.best_score)
+        logger.info(
+            "restored the weights of epoch %d (%s=%.6g)",
+            self.best_epoch,
+            self.monitor,
+            self.best_score,
+        )

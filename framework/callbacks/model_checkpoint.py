@@ -91,7 +91,8 @@ class ModelCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, outputs: dict, batch_idx: int) -> None:
         n = self.every_n_train_steps
-        if n and self.save_last and trainer.global_step % n == 0:
+        last_batch = trainer.batch_idx == trainer.num_training_batches  # the epoch end saves
+        if n and self.save_last and trainer.global_step % n == 0 and not last_batch:
             self._save_last(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer) -> None:
@@ -143,4 +144,6 @@ class ModelCheckpoint(Callback):
         path = self.dirpath / "last.ckpt"
         self.last_model_path = str(path)
         trainer.save_checkpoint(path)
-        logger.debug("last checkpoint at epoch %d step %d", trainer.current_epoch, trainer.global_step)
+        logger.debug(
+            "last checkpoint at epoch %d step %d", trainer.current_epoch, trainer.global_step
+        )

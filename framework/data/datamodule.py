@@ -23,6 +23,9 @@ class DataModule:
     def setup(self, stage: str) -> None:
         """Load what ``stage`` ('fit', 'validate', 'test' or 'predict') needs."""
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch (for per-epoch shuffling)."""
+
     def train_dataloader(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no training data")
 

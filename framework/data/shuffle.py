@@ -1,0 +1,52 @@
+"""Shuffling whose order depends only on (seed, epoch), so a resumed run sees the same batches.
+
+``tf.data``'s own ``shuffle(seed=...)`` reshuffles per iteration of one dataset object: after a
+restart, epoch 5 would get the order of epoch 0. ``EpochShuffle`` reads the epoch from a
+variable that the trainer sets before each epoch (``DataModule.set_epoch``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EpochShuffle"]
+
+
+class EpochShuffle:
+    """Index orders fixed by ``seed`` and the current epoch (set with ``set_epoch``)."""
+
+    def __init__(self, seed: int) -> None:
+        import tensorflow as tf
+
+        self.seed = int(seed)
+        with tf.device("/CPU:0"):
+            self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kiln_epoch")
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.assign(int(epoch))
+
+    def indices(self, n: int) -> Any:
+        """A dataset of the indices ``0..n-1`` in this epoch's order (read at iteration)."""
+        import tensorflow as tf
+
+        seed = tf.constant(self.seed, tf.int64)
+        epoch = self._epoch
+
+        def order(_: Any) -> Any:
+            key = tf.stack([seed, epoch.read_value()])
+            permutation = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=key
+            )
+            return tf.data.Dataset.from_tensor_slices(permutation)
+
+        ordered = tf.data.Dataset.from_tensors(0).flat_map(order)
+        return ordered.apply(tf.data.experimental.assert_cardinality(n))
+
+    def epoch_seed(self) -> Any:
+        """A (2,) int64 tensor ``[seed, epoch]`` for stateless random ops in a data pipeline."""
+        import tensorflow as tf
+
+        return tf.stack([tf.constant(self.seed, tf.int64), self._epoch.read_value()])
