@@ -88,8 +88,7 @@ def _open(path: Path) -> zipfile.ZipFile:
     if not {_WEIGHTS, _STATE} <= names:
         archive.close()
         raise CheckpointError(
-            f"checkpoint {str(path)!r} must hold {_WEIGHTS} and {_STATE}; "
-            f"it holds {sorted(names)}"
+            f"checkpoint {str(path)!r} must hold {_WEIGHTS} and {_STATE}; it holds {sorted(names)}"
         )
     return archive
 

@@ -94,7 +94,9 @@ def resolve_ckpt_path(ckpt_path: str | Path | None, root: Path, name: str) -> Re
                 f"ckpt_path=best but no checkpoint of {name!r} exists under {root}"
             )
         states = read_state(found.path).get("callbacks", {})
-        best = next((s.get("best_model_path") for s in states.values() if s.get("best_model_path")), None)
+        best = next(
+            (s.get("best_model_path") for s in states.values() if s.get("best_model_path")), None
+        )
         if not best or not Path(best).is_file():
             raise FileNotFoundError(
                 f"ckpt_path=best but the run {found.path.parent.parent} recorded no best "

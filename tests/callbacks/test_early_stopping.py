@@ -24,8 +24,13 @@ class FakeModel:
 
 
 def _run(callback: EarlyStopping, scores: list[float]) -> SimpleNamespace:
-    trainer = SimpleNamespace(model=FakeModel(), should_stop=False, has_validation=True,
-                              current_epoch=0, callback_metrics={})
+    trainer = SimpleNamespace(
+        model=FakeModel(),
+        should_stop=False,
+        has_validation=True,
+        current_epoch=0,
+        callback_metrics={},
+    )
     callback.on_fit_start(trainer)
     for epoch, score in enumerate(scores):
         trainer.current_epoch = epoch
@@ -74,8 +79,9 @@ def test_early_stopping_state_round_trip() -> None:
 def test_early_stopping_in_a_real_fit_restores_best_weights(root) -> None:  # noqa: ANN001
     # A learning rate this high makes the loss jump around, so the last epoch is not the best.
     callback = EarlyStopping(monitor="loss", patience=100)
-    trainer = Trainer(max_epochs=6, logger=False, callbacks=[callback], name="tiny",
-                      enable_progress_bar=False)
+    trainer = Trainer(
+        max_epochs=6, logger=False, callbacks=[callback], name="tiny", enable_progress_bar=False
+    )
     trainer.fit(TinyRecipe(learning_rate=0.5))
     assert callback.best_weights is not None
     for best, now in zip(callback.best_weights, trainer.model.get_weights(), strict=True):

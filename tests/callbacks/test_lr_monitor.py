@@ -20,9 +20,15 @@ class ScheduledRecipe(TinyRecipe):
 
 
 def test_lr_monitor_logs_schedule_values(root) -> None:  # noqa: ANN001
-    trainer = Trainer(max_epochs=2, default_root_dir=str(root), log_every_n_steps=4, name="tiny",
-                      callbacks=[LearningRateMonitor()], enable_progress_bar=False,
-                      enable_checkpointing=False)
+    trainer = Trainer(
+        max_epochs=2,
+        default_root_dir=str(root),
+        log_every_n_steps=4,
+        name="tiny",
+        callbacks=[LearningRateMonitor()],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(ScheduledRecipe())
     trainer.finalize()
     with open(root / "tiny/version_0/metrics.csv") as handle:

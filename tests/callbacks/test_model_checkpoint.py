@@ -20,8 +20,12 @@ class FakeTrainer(SimpleNamespace):
 
 def _drive(callback: ModelCheckpoint, scores: list[float], tmp_path: Path) -> FakeTrainer:
     trainer = FakeTrainer(
-        log_dir=tmp_path, has_validation=True, callback_metrics={}, current_epoch=0,
-        global_step=0, saved=[],
+        log_dir=tmp_path,
+        has_validation=True,
+        callback_metrics={},
+        current_epoch=0,
+        global_step=0,
+        saved=[],
     )
     callback.on_fit_start(trainer)
     for epoch, score in enumerate(scores):
@@ -69,15 +73,23 @@ def test_model_checkpoint_state_round_trip(tmp_path: Path) -> None:
 
 def test_model_checkpoint_unlogged_metric_lists_logged_ones(tmp_path: Path) -> None:
     callback = ModelCheckpoint(monitor="val_los", mode="min")
-    with pytest.raises(MonitorError, match="'val_los', which was never logged; logged metrics: "
-                       "loss, val_accuracy, val_loss"):
+    with pytest.raises(
+        MonitorError,
+        match="'val_los', which was never logged; logged metrics: loss, val_accuracy, val_loss",
+    ):
         _drive(callback, [0.5], tmp_path)
 
 
 def test_model_checkpoint_skips_epochs_without_validation(tmp_path: Path) -> None:
     callback = ModelCheckpoint()
-    trainer = FakeTrainer(log_dir=tmp_path, has_validation=True, current_epoch=0, global_step=5,
-                          callback_metrics={"loss": 0.3}, saved=[])
+    trainer = FakeTrainer(
+        log_dir=tmp_path,
+        has_validation=True,
+        current_epoch=0,
+        global_step=5,
+        callback_metrics={"loss": 0.3},
+        saved=[],
+    )
     callback.on_fit_start(trainer)
     callback.on_train_epoch_end(trainer)
     assert trainer.saved == ["last.ckpt"]
@@ -98,8 +110,15 @@ def test_model_checkpoint_nan_is_never_best(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("monitor", "mode"),
-    [("val_loss", "min"), ("train_mean_squared_error", "min"), ("val_mae", "min"),
-     ("val_accuracy", "max"), ("val_auc", "max"), ("precision", "max"), ("val_recall", "max")],
+    [
+        ("val_loss", "min"),
+        ("train_mean_squared_error", "min"),
+        ("val_mae", "min"),
+        ("val_accuracy", "max"),
+        ("val_auc", "max"),
+        ("precision", "max"),
+        ("val_recall", "max"),
+    ],
 )
 def test_infer_mode(monitor: str, mode: str) -> None:
     assert infer_mode(monitor, None) == mode
