@@ -12,7 +12,7 @@ from framework.config import ConfigError, flatten, load_config, parse_overrides
 def test_config_precedence_defaults_recipe_file_overrides(tmp_path: Path) -> None:
     defaults_only = load_config("regression_shortcut")
     assert defaults_only.trainer.check_val_every_n_epoch == 1  # from defaults.yaml
-    assert defaults_only.trainer.max_epochs == 150  # the recipe file beats the defaults
+    assert defaults_only.trainer.max_epochs == 300  # the recipe file beats the defaults
     assert defaults_only.data.noise_std == 0.1  # from the recipe's defaults list
 
     user = tmp_path / "user.yaml"
