@@ -1,6 +1,6 @@
 """Kiln's built-in recipes, registered by name (importing this package imports no Keras)."""
 
-from framework.registry import register_recipe
+from framework.registry import register_dataset, register_recipe
 
 __all__: list[str] = []
 
@@ -42,4 +42,10 @@ register_recipe(
     "modes",
     "recipes.gtsrb.modes:ModesRecipe",
     "Dropout and BatchNormalization in training vs inference mode, measured on GTSRB",
+)
+
+register_dataset(
+    "gtsrb",
+    "recipes.gtsrb.data:prepare",
+    "German Traffic Sign Recognition Benchmark: 43 classes, official archives resized to 32x32",
 )
