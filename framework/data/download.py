@@ -109,6 +109,12 @@ def _fetch(
         if known:
             headers["If-Range"] = known
     with _open(url, headers, timeout) as (response, info):
+        if info.start not in (0, have):
+            _remove(part, sidecar)
+            raise ConnectionError(
+                f"download of {url} failed: asked for bytes from {have}, the server sent them "
+                f"from {info.start}; the partial file was discarded"
+            )
         if info.start == 0 and have:
             logger.info("server sent %s from the start; the partial download is discarded", url)
         mode = "ab" if info.start else "wb"

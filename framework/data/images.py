@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 Box = tuple[float, float, float, float]
+
+Image.init()
+_FORMATS = dict(Image.registered_extensions())
 
 # Below this many images, starting worker processes costs more than it saves.
 _PARALLEL_FROM = 4096
@@ -59,10 +62,13 @@ def image_suffixes() -> frozenset[str]:
     )
 
 
-def decode_image(data: bytes, name: str) -> Image.Image:
-    """Fully decode an image to RGB; a truncated or corrupt file raises DataError naming it."""
+def decode_image(data: bytes, name: str, suffix: str = "") -> Image.Image:
+    """Fully decode an image to RGB; a truncated or corrupt file raises DataError naming it.
+
+    ``suffix`` (like ``.ppm``) lets Pillow try that format first instead of probing each one.
+    """
     try:
-        image = Image.open(io.BytesIO(data))
+        image = _open(data, suffix)
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
@@ -70,6 +76,16 @@ def decode_image(data: bytes, name: str) -> Image.Image:
             "an image format Pillow reads"
         ) from exc
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _open(data: bytes, suffix: str) -> Image.Image:
+    hint = _FORMATS.get(suffix.lower())
+    if hint is not None:
+        try:
+            return Image.open(io.BytesIO(data), formats=(hint,))
+        except Image.UnidentifiedImageError:
+            pass  # a file named like another format: let Pillow probe them all
+    return Image.open(io.BytesIO(data))
 
 
 def scale_box(box: Box, declared: tuple[int, int], actual: tuple[int, int]) -> Box:
@@ -118,7 +134,7 @@ def _decode_jobs(tree: FileTree, jobs: Sequence[ImageJob], size: tuple[int, int]
     images = np.empty((len(jobs), size[1], size[0], 3), dtype=np.uint8)
     for index, job in enumerate(jobs):
         where = tree.describe(job.member)
-        image = decode_image(tree.read(job.member), where)
+        image = decode_image(tree.read(job.member), where, PurePosixPath(job.member).suffix)
         box = job.box
         if box is not None and job.declared is not None:
             box = scale_box(box, job.declared, image.size)
@@ -157,9 +173,9 @@ def load_images(
 
     if workers > 1 and not _can_fork():
         # Limitation: worker processes are forked, which is only safe in a process that runs
-        # no other thread (TensorFlow and JAX start many); elsewhere, and off Linux, images are
-        # decoded in this process. Spawned workers would lift this but re-run the caller's
-        # main script, which breaks scripts without a __main__ guard.
+        # no other thread; where TensorFlow or JAX is loaded, or off Linux, images are decoded
+        # in this process. Spawned workers would lift this but re-run the caller's main
+        # script, which breaks scripts without a __main__ guard.
         logger.debug("decoding %d images in this process: other threads run", len(jobs))
         workers = 1
     if workers <= 1:
@@ -187,7 +203,9 @@ def load_images(
 
 
 def _can_fork() -> bool:
-    return sys.platform.startswith("linux") and threading.active_count() == 1
+    # TensorFlow and JAX run native thread pools that threading cannot see.
+    heavy = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
+    return sys.platform.startswith("linux") and threading.active_count() == 1 and not heavy
 
 
 @contextmanager
