@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import OmegaConf
 
+from framework.data.shuffle import EpochShuffle
 from framework.registry import closest
 
 logger = logging.getLogger(__name__)
@@ -228,16 +229,17 @@ def training_dataset(
     options: AugmentOptions,
     seed: int,
     shuffle_buffer: int | None = None,
+    epochs: EpochShuffle | None = None,
 ) -> tf.data.Dataset:
     """Shuffled, augmented batches of (float32 images, int32 labels); finite, re-iterable.
 
-    ``shuffle_buffer`` None shuffles over the whole split. Each pass draws a new order and
-    new augmentations; two datasets built with the same seed give the same passes.
+    With ``epochs`` (an ``EpochShuffle`` the trainer advances through ``set_epoch``), the
+    order and the augmentations of a pass depend only on (seed, epoch), so a resumed run sees
+    exactly the batches the uninterrupted run would have seen. Without it, ``shuffle_buffer``
+    (None: the whole split) shuffles and each pass draws new values from the seed.
     """
-    # Limitation: the order and augmentations of a pass depend on how many passes this
-    # dataset object has made, so a run resumed from a checkpoint replays the first epochs'
-    # draws instead of continuing the sequence; seeding each pass with the epoch number
-    # (a hook that tells the datamodule the epoch) would fix it.
+    if epochs is not None:
+        return _epoch_dataset(images, labels, batch_size, options, epochs)
     buffer = max(1, min(shuffle_buffer or len(labels), len(labels)))
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -250,6 +252,29 @@ def training_dataset(
         return augment_batch(batch[0], batch[1], pair, options)
 
     dataset = tf.data.Dataset.zip(dataset, seeds).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    options: AugmentOptions,
+    epochs: EpochShuffle,
+) -> tf.data.Dataset:
+    all_images = tf.constant(images)
+    all_labels = tf.constant(labels)
+    batches = epochs.indices(len(labels)).batch(batch_size).enumerate()
+
+    @tf.autograph.experimental.do_not_convert
+    def augment(index: tf.Tensor, chosen: tf.Tensor) -> Any:
+        seed_and_epoch = epochs.epoch_seed()
+        pair = tf.stack([seed_and_epoch[0] * 1_000_003 + seed_and_epoch[1], index])
+        return augment_batch(
+            tf.gather(all_images, chosen), tf.gather(all_labels, chosen), pair, options
+        )
+
+    dataset = batches.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -645,6 +645,7 @@ class GTSRBDataModule(DataModule):
         self.arrays: GTSRBArrays | None = None
         self.train_index: np.ndarray | None = None
         self.val_index: np.ndarray | None = None
+        self._epochs: Any = None  # an EpochShuffle once the training data is built
 
     def prepare_data(self) -> None:
         self.cache = find_cache(self.root, self.source, self.crop_roi)
@@ -680,12 +681,25 @@ class GTSRBDataModule(DataModule):
         return arrays.train_images[index], arrays.train_labels[index]
 
     def train_dataloader(self) -> Any:
+        from framework.data.shuffle import EpochShuffle
         from recipes.gtsrb.augment import training_dataset
 
         images, labels = self._split("train")
+        if self.shuffle_buffer is None and self._epochs is None:
+            self._epochs = EpochShuffle(self.seed)
         return training_dataset(
-            images, labels, self.batch_size, self.augment, self.seed, self.shuffle_buffer
+            images,
+            labels,
+            self.batch_size,
+            self.augment,
+            self.seed,
+            self.shuffle_buffer,
+            epochs=self._epochs if self.shuffle_buffer is None else None,
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        if self._epochs is not None:
+            self._epochs.set_epoch(epoch)
 
     def val_dataloader(self) -> Any:
         if self.val_fraction == 0:

@@ -87,3 +87,8 @@ class GTSRBRecipe(Recipe):
         from recipes.gtsrb.data import GTSRBDataModule
 
         return GTSRBDataModule(self.config)
+
+    def configure_callbacks(self) -> list[Any]:
+        from recipes.gtsrb.callbacks import AugmentedSamplesLogger
+
+        return [AugmentedSamplesLogger()]
