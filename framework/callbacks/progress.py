@@ -79,6 +79,7 @@ class ProgressBar(Callback):
             highlight=False,
             soft_wrap=True,
         )
+        self.console.file.flush()  # a log file sees each epoch as it ends
 
     def _stop(self) -> None:
         if self._progress is not None:
