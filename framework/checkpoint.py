@@ -54,6 +54,9 @@ def save_checkpoint(path: str | os.PathLike, model: Any, state: dict[str, Any]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"format_version": FORMAT_VERSION, **state}, indent=1, default=str)
 
+    # Limitation: a process killed while writing leaves this hidden temporary file (or the
+    # ``.weights-`` scratch folder) behind. Nothing reads it and nothing removes it; deleting
+    # such files when a run resumes would, once no other process can write into the folder.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

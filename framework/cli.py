@@ -107,6 +107,12 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 
 
 def _train(cfg: Any) -> int:
+    ckpt_path = cfg.trainer.ckpt_path
+    if ckpt_path not in (None, "last", "best"):
+        # A missing or corrupt checkpoint file is reported before Keras loads, not after.
+        from framework.resume import resolve_ckpt_path
+
+        resolve_ckpt_path(ckpt_path, Path(cfg.trainer.default_root_dir), str(cfg.recipe))
     from framework.run import run_recipe
 
     result = run_recipe(cfg)
@@ -133,17 +139,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
+    from framework.config import validate
+    from framework.resume import last_checkpoint
+
     run_dir = Path(args.run_dir)
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir} has no config.yaml; is it a Kiln run folder?")
-    recipe = str(OmegaConf.load(saved).recipe)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt = str(last) if last.is_file() else "last"
-    cfg = load_config(recipe, saved, [*args.overrides, f"trainer.ckpt_path={ckpt}"])
-    if ckpt == "last":
-        root = run_dir.resolve().parent.parent
-        cfg.trainer.default_root_dir = str(root)
+    try:
+        recipe = str(OmegaConf.load(saved).recipe)
+    except Exception as error:  # yaml and omegaconf raise many types for a malformed file
+        raise ConfigError(f"{saved} is not a readable run config: {error}") from error
+    ckpt = last_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} holds no loadable checkpoint to resume from")
+    cfg = load_config(recipe, saved, args.overrides)
+    # The same folder wherever the command runs (the saved root may be a relative path).
+    cfg.trainer.default_root_dir = str(run_dir.resolve().parent.parent)
+    cfg.trainer.ckpt_path = str(ckpt)
+    validate(cfg)
     return _train(cfg)
 
 
@@ -209,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt as error:
-        print(f"error: {error or 'interrupted'}", file=sys.stderr)
+        # A second Ctrl-C carries no message: nothing new was written, earlier files stay.
+        message = (
+            str(error) or "interrupted; no new checkpoint was written (earlier ones are kept)"
+        )
+        print(f"error: {message}", file=sys.stderr)
         return 130
     except _USER_ERRORS as error:
         if args.verbose:

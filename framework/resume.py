@@ -11,7 +11,7 @@ from framework.checkpoint import CheckpointError, read_state
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Resume", "resolve_ckpt_path", "run_versions"]
+__all__ = ["Resume", "last_checkpoint", "resolve_ckpt_path", "run_versions"]
 
 _VERSION = re.compile(r"^version_(\d+)$")
 
@@ -45,27 +45,39 @@ def _loadable(path: Path) -> bool:
     return True
 
 
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume one run folder from; None when it holds no loadable one.
+
+    That is ``checkpoints/last.ckpt``, or, when it is missing or unloadable, the newest other
+    loadable checkpoint of the folder (with a warning naming it).
+    """
+    checkpoints = Path(run_dir) / "checkpoints"
+    if not checkpoints.is_dir():
+        return None
+    last = checkpoints / "last.ckpt"
+    if last.is_file() and _loadable(last):
+        return last
+    others = sorted(
+        (p for p in checkpoints.glob("*.ckpt") if p != last),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for candidate in others:
+        if _loadable(candidate):
+            logger.warning(
+                "last.ckpt of %s is missing or unloadable; falling back to %s",
+                run_dir,
+                candidate.name,
+            )
+            return candidate
+    return None
+
+
 def _find_last(root: Path, name: str) -> Resume | None:
     for version, folder in run_versions(root, name):
-        checkpoints = folder / "checkpoints"
-        if not checkpoints.is_dir():
-            continue
-        last = checkpoints / "last.ckpt"
-        if last.is_file() and _loadable(last):
-            return Resume(last, version)
-        others = sorted(
-            (p for p in checkpoints.glob("*.ckpt") if p != last),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for candidate in others:
-            if _loadable(candidate):
-                logger.warning(
-                    "last.ckpt of %s is missing or unloadable; falling back to %s",
-                    folder,
-                    candidate.name,
-                )
-                return Resume(candidate, version)
+        found = last_checkpoint(folder)
+        if found is not None:
+            return Resume(found, version)
     return None
 
 

@@ -65,9 +65,10 @@ class TrainerConfig:
     ckpt_path: str | None = None
     save_every_n_steps: int | None = None
     jit_compile: bool | str = "auto"
-    steps_per_execution: int = 1
+    steps_per_execution: int | str = "auto"
     strategy: str = "single"
     devices: int | str = "auto"
+    jax_preallocate: bool = True
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -112,6 +113,9 @@ class _KerasBridge(keras.callbacks.Callback):
         self._fit_start = 0.0
         self._epoch_start = 0.0
         self._first_step_logged = False
+        #: (time, global step) at the epoch's first batch end, and the time of its latest one.
+        self._step_clock: tuple[float, int] | None = None
+        self._last_batch_end = 0.0
 
     def on_train_begin(self, logs: Mapping | None = None) -> None:
         self._fit_start = time.perf_counter()
@@ -126,7 +130,10 @@ class _KerasBridge(keras.callbacks.Callback):
         trainer.batch_idx = self.batch_offset
         self._epoch_start_step = trainer.global_step - self.batch_offset
         self._epoch_start = time.perf_counter()
+        self._step_clock = None
         trainer.datamodule.set_epoch(epoch)
+        if self.batch_offset and trainer._resume_metric_states is not None:
+            trainer._restore_metric_states()
         trainer._call("on_train_epoch_start")
 
     def on_train_batch_begin(self, batch: int, logs: Mapping | None = None) -> None:
@@ -144,6 +151,9 @@ class _KerasBridge(keras.callbacks.Callback):
                 f"step {trainer.global_step}; stopping. No checkpoint was written from the "
                 "non-finite weights. Lower the learning rate or set trainer.gradient_clip_val."
             )
+        self._last_batch_end = time.perf_counter()
+        if self._step_clock is None:  # the steps up to here hold warm-up (and compilation)
+            self._step_clock = (self._last_batch_end, trainer.global_step)
         if not self._first_step_logged:
             self._first_step_logged = True
             first = time.perf_counter() - self._fit_start
@@ -172,6 +182,9 @@ class _KerasBridge(keras.callbacks.Callback):
         trainer.callback_metrics["epoch"] = float(epoch)
         seconds = time.perf_counter() - self._epoch_start
         metrics = {"epoch": float(epoch), "time/epoch_s": seconds}
+        if self._step_clock is not None and trainer.global_step > self._step_clock[1]:
+            start, step = self._step_clock
+            metrics["time/step_s"] = (self._last_batch_end - start) / (trainer.global_step - step)
         for key, value in logs.items():
             if key.startswith("val_"):
                 metrics[f"val/{key[4:]}"] = value
@@ -220,8 +233,10 @@ class Trainer:
         self.callbacks: list[Callback] = list(callbacks)
         self.run_config = run_config
         self.name = name
-        self._want_logger = logger and not self.flags.fast_dev_run
-        if self.flags.fast_dev_run:
+        # In a multi-host run only the main process writes the run folder.
+        writes = not self.flags.fast_dev_run and distribution.is_main_process()
+        self._want_logger = logger and writes
+        if not writes:
             self.callbacks = [c for c in self.callbacks if not _writes_files(c)]
 
         self.recipe: Recipe | None = None
@@ -240,6 +255,7 @@ class Trainer:
         self.has_validation = False
         self.resumed_from: Path | None = None
         self._interrupt_requested = False
+        self._resume_metric_states: list[Any] | None = None
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
@@ -294,6 +310,12 @@ class Trainer:
         )
         val, _ = _limit(self.datamodule.val_dataloader(), self._limit_of("val"))
         self.has_validation = val is not None
+        self.model.steps_per_execution = backend.resolve_steps_per_execution(
+            flags.steps_per_execution,
+            batches=self.num_training_batches,
+            intervals=(flags.log_every_n_steps, flags.save_every_n_steps, self.batch_idx),
+            every_batch=_wants_every_batch(self.callbacks),
+        )
         max_epochs = 1 if flags.fast_dev_run else flags.max_epochs
         if self.epochs_completed >= max_epochs:
             logger.warning(
@@ -331,6 +353,7 @@ class Trainer:
         if self.batch_idx > 0 and self.epochs_completed < max_epochs:
             # A mid-epoch checkpoint: finish that epoch without the batches already trained.
             bridge.batch_offset = self.batch_idx
+            self._build_metrics(train)
             self.model.fit(
                 train.skip(self.batch_idx),
                 epochs=self.epochs_completed + 1,
@@ -345,6 +368,9 @@ class Trainer:
     @contextlib.contextmanager
     def _sigint_guard(self) -> Iterator[None]:
         """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once."""
+        # Limitation: two presses that land while one step runs in native code reach Python as
+        # one signal (a pending signal is delivered once), so they act as a single Ctrl-C.
+        # SIGTERM is not caught: it ends the process like SIGKILL, without a final checkpoint.
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -413,11 +439,20 @@ class Trainer:
             raise RuntimeError("save_checkpoint() needs a model: call fit() first")
         if keras.backend.backend() == "jax":
             self.model.jax_state_sync()
+        if not _all_finite([*self.model.weights, *self.model.optimizer.variables]):
+            raise TrainingFailed(
+                f"the weights became non-finite at epoch {self.current_epoch}, step "
+                f"{self.global_step}; stopping without writing {Path(path).name}, so the "
+                "previous checkpoint stays. Lower the learning rate or set "
+                "trainer.gradient_clip_val."
+            )
         state: dict[str, Any] = {
             "epochs_completed": self.epochs_completed,
             "global_step": self.global_step,
             "batch_idx": self.batch_idx,
             "optimizer_iterations": int(np.asarray(self.model.optimizer.iterations)),
+            # The epoch's running loss and metrics, so a mid-epoch resume continues their means.
+            "metric_states": [np.asarray(v).tolist() for v in self.model.metrics_variables],
             "metrics": self.callback_metrics,
             "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
             "config": OmegaConf.to_yaml(self.run_config) if self.run_config is not None else None,
@@ -486,12 +521,47 @@ class Trainer:
             optimizer=optimizer,
             loss=self.recipe.configure_loss(),
             metrics=self.recipe.configure_metrics(),
-            jit_compile=flags.jit_compile,
-            steps_per_execution=flags.steps_per_execution,
+            jit_compile=backend.resolve_jit_compile(flags.jit_compile),
+            steps_per_execution=backend.resolve_steps_per_execution(flags.steps_per_execution),
         )
         # Build the optimizer now so a checkpoint's optimizer state has somewhere to go.
         model.optimizer.build(model.trainable_variables)
         self.model = model
+
+    def _build_metrics(self, data: Any) -> None:
+        """Create the compiled metrics' variables, which Keras leaves to the first step.
+
+        Under a distribution strategy (and under JAX) Keras builds them when fit starts.
+        """
+        spec = data.element_spec
+        if self.flags.strategy != "single" or not isinstance(spec, tuple):
+            return
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
+        x, y = (
+            keras.tree.map_structure(
+                lambda s: np.zeros([d or 1 for d in s.shape], s.dtype.as_numpy_dtype), part
+            )
+            for part in (x, y)
+        )
+        try:
+            self.model.compute_metrics(x, y, self.model(x, training=False), sample_weight=None)
+        except (TypeError, ValueError) as error:  # inputs that zeros cannot stand in for
+            logger.debug("could not build the metrics before the first step: %s", error)
+
+    def _restore_metric_states(self) -> None:
+        """Put back the epoch's running loss and metrics after Keras reset them (mid-epoch)."""
+        states, self._resume_metric_states = self._resume_metric_states, None
+        variables = self.model.metrics_variables
+        if len(variables) != len(states):
+            logger.warning(
+                "the checkpoint holds %d metric values and the model %d; the resumed epoch's "
+                "training metrics average only the batches after the resume point",
+                len(states),
+                len(variables),
+            )
+            return
+        for variable, value in zip(variables, states, strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
 
     def _restore_trainer_state(self, state: Mapping[str, Any]) -> None:
         self.epochs_completed = int(state["epochs_completed"])
@@ -499,6 +569,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.batch_idx = int(state.get("batch_idx", 0))
         self.callback_metrics = dict(state.get("metrics") or {})
+        self._resume_metric_states = state.get("metric_states")
         saved = state.get("callbacks") or {}
         for callback in self.callbacks:
             if callback.state_key in saved:
@@ -627,15 +698,40 @@ class Trainer:
         if self.run_config is not None:
             for sink in self.loggers:
                 sink.log_hyperparams(flatten(self.run_config), metrics)
+        if self.log_dir is not None and self.model is not None:
+            from framework.export import export_model
+
+            export_model(self.model, self.log_dir / "model.keras")
         self._write_status("success")
         for sink in self.loggers:
             sink.finalize("success")
+
+
+def _wants_every_batch(callbacks: Iterable[Callback]) -> bool:
+    """Whether a callback, other than Kiln's own step-interval ones, has per-batch hooks."""
+    from framework.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+
+    for callback in callbacks:
+        if type(callback) in (LearningRateMonitor, ModelCheckpoint, ProgressBar):
+            continue
+        for hook in ("on_train_batch_start", "on_train_batch_end"):
+            if getattr(type(callback), hook) is not getattr(Callback, hook):
+                return True
+    return False
 
 
 def _writes_files(callback: Callback) -> bool:
     from framework.callbacks.model_checkpoint import ModelCheckpoint
 
     return isinstance(callback, ModelCheckpoint)
+
+
+def _all_finite(variables: Iterable[Any]) -> bool:
+    for variable in variables:
+        value = np.asarray(variable)
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            return False
+    return True
 
 
 def _write_atomic(path: Path, text: str) -> None:
