@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "load_weights",
     "read_state",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
@@ -54,12 +56,12 @@ def save_checkpoint(path: str | os.PathLike, model: Any, state: dict[str, Any]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"format_version": FORMAT_VERSION, **state}, indent=1, default=str)
 
-    # Limitation: a process killed while writing leaves this hidden temporary file (or the
-    # ``.weights-`` scratch folder) behind. Nothing reads it and nothing removes it; deleting
-    # such files when a run resumes would, once no other process can write into the folder.
+    # A process killed while writing leaves this hidden file (or the ``.weights-`` scratch
+    # folder) behind; ``remove_stale_temporaries`` clears them when the run starts again.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a checkpoint is as readable as its folder
     try:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".weights-") as scratch:
             weights = Path(scratch) / _WEIGHTS
@@ -76,6 +78,27 @@ def save_checkpoint(path: str | os.PathLike, model: Any, state: dict[str, Any]) 
         raise
     logger.debug("checkpoint written: %s", path)
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete what killed checkpoint writes left in ``folder``; return how many were removed.
+
+    Call it only while no other process writes checkpoints into the folder (a run's own
+    folder when that run starts).
+    """
+    folder = Path(folder)
+    removed = 0
+    for leftover in [*folder.glob(".*.ckpt.*.tmp"), *folder.glob(".weights-*")]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        logger.info(
+            "removed %d leftover temporary file(s) of interrupted writes in %s", removed, folder
+        )
+    return removed
 
 
 def _open(path: Path) -> zipfile.ZipFile:

@@ -76,3 +76,22 @@ def test_checkpoint_flipped_byte_fails_crc(tmp_path: Path) -> None:
 def test_checkpoint_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         checkpoint.read_state(tmp_path / "nope.ckpt")
+
+
+def test_checkpoint_stale_temporaries_are_removed_on_start(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from framework.callbacks.model_checkpoint import ModelCheckpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".last.ckpt.abc123.tmp").write_bytes(b"half")
+    (folder / ".weights-xyz").mkdir()
+    (folder / "last.ckpt").write_bytes(b"keep")
+    ModelCheckpoint(dirpath=folder).on_fit_start(SimpleNamespace(has_validation=True))
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+
+
+def test_checkpoint_file_is_readable_by_others(tmp_path: Path) -> None:
+    path = checkpoint.save_checkpoint(tmp_path / "a.ckpt", _model(), {})
+    assert path.stat().st_mode & 0o044 == 0o044

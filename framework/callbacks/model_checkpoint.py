@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from framework.callbacks.base import Callback
 from framework.callbacks.monitor import improved, infer_mode, missing_metric_error
+from framework.checkpoint import remove_stale_temporaries
 
 if TYPE_CHECKING:
     from framework.trainer import Trainer
@@ -84,6 +85,7 @@ class ModelCheckpoint(Callback):
                 )
             self.dirpath = Path(trainer.log_dir) / "checkpoints"
         self.dirpath.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.dirpath)
         if self.monitor and self.monitor.startswith("val_") and not trainer.has_validation:
             raise missing_metric_error(
                 "ModelCheckpoint", self.monitor, ["(no validation data: only training metrics)"]
