@@ -7,8 +7,10 @@ at import. Everything else here (devices, seeding, precision) imports Keras lazi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -16,12 +18,16 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BackendError",
     "describe",
+    "resolve_jit_compile",
+    "resolve_steps_per_execution",
     "select_backend",
     "seed_everything",
     "set_precision",
 ]
 
 BACKENDS = ("tensorflow", "jax")
+#: The most steps ``steps_per_execution: auto`` puts in one compiled call.
+AUTO_STEPS_PER_EXECUTION = 32
 _POLICIES = {"32": "float32", "bf16-mixed": "mixed_bfloat16", "16-mixed": "mixed_float16"}
 
 
@@ -86,6 +92,70 @@ def describe() -> dict[str, Any]:
         "devices": devices,
         **extra,
     }
+
+
+def _has_gpu() -> bool:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def resolve_jit_compile(value: bool | str) -> bool | str:
+    """What ``trainer.jit_compile`` means on this backend and machine.
+
+    ``auto`` is XLA under JAX (its only fast path) and, under TensorFlow, XLA on a GPU only: on
+    a CPU, TensorFlow's own oneDNN kernels trained the GTSRB CNN about twice as fast as XLA
+    (``benchmarks/throughput.py``). Keras 3.15's own ``auto`` decides the same way; Kiln spells
+    it out so that the choice does not move with the Keras version.
+    """
+    import keras
+
+    if value == "auto":
+        if keras.backend.backend() == "tensorflow" and not _has_gpu():
+            logger.debug("jit_compile auto: off (TensorFlow on a CPU)")
+            return False
+        return "auto"  # Keras turns it into XLA unless a layer cannot be compiled
+    if value is False and keras.backend.backend() == "jax":
+        logger.warning(
+            "trainer.jit_compile=false under JAX runs every op eagerly, many times slower; "
+            "use it only to debug"
+        )
+    return value
+
+
+def resolve_steps_per_execution(
+    value: int | str,
+    batches: int | None = None,
+    intervals: Iterable[int | None] = (),
+    every_batch: bool = False,
+) -> int:
+    """How many training steps one compiled call runs, for ``trainer.steps_per_execution``.
+
+    Per-batch hooks, logging and step checkpoints see the trainer only between calls, so
+    ``auto`` runs several steps per call only where nobody would notice: the count divides the
+    epoch's ``batches`` and every step interval (logging, checkpoints), and stays 1 when a
+    callback asks to see every batch (``every_batch``) or the epoch length is unknown. On small
+    nets the per-call overhead of Keras dominates the step itself; there, up to
+    ``AUTO_STEPS_PER_EXECUTION`` steps per call ran the regression net several times faster on
+    both backends (``benchmarks/throughput.py``), while the GTSRB CNN did not change.
+    """
+    if value != "auto":
+        return int(value)
+    if batches is None or every_batch:
+        return 1
+    limit = batches
+    for interval in intervals:
+        if interval:
+            limit = math.gcd(limit, int(interval))
+    steps = max(n for n in range(1, min(limit, AUTO_STEPS_PER_EXECUTION) + 1) if limit % n == 0)
+    logger.info("steps_per_execution auto: %d (%d batches an epoch)", steps, batches)
+    return steps
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

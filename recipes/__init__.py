@@ -46,6 +46,6 @@ register_recipe(
 
 register_dataset(
     "gtsrb",
-    "recipes.gtsrb.data:prepare",
+    "recipes.gtsrb.prepare:prepare",
     "German Traffic Sign Recognition Benchmark: 43 classes, official archives resized to 32x32",
 )

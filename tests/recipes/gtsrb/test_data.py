@@ -549,10 +549,14 @@ def test_datamodule_datasets_finite_and_reiterable(fake_root: Path) -> None:
     train = module.train_dataloader()
 
     first = [labels.numpy() for _, labels in train]
+    repeat = [labels.numpy() for _, labels in train]
+    module.set_epoch(1)  # the trainer does this before each epoch
     second = [labels.numpy() for _, labels in train]
 
     assert int(train.cardinality()) == len(first) == len(second) == 6  # 45 images, batches of 8
     assert sorted(np.concatenate(first)) == sorted(np.concatenate(second))
+    # The order depends on (seed, epoch) only: the same epoch again repeats it exactly.
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(repeat))
     assert not np.array_equal(np.concatenate(first), np.concatenate(second))
     limited = module.val_dataloader().take(1)  # what the trainer's limit_val_batches does
     assert [len(list(limited)) for _ in range(2)] == [1, 1]
@@ -683,3 +687,16 @@ def test_extract_archive_of_fake_training_images(make_gtsrb, tmp_path: Path) -> 
     target = extract_archive(fake.folder / TRAIN_ZIP, tmp_path / "extracted")
 
     assert len(list(target.rglob("*.ppm"))) == len(fake.train)
+
+
+def test_datamodule_epoch_order_is_the_same_in_a_fresh_module(fake_root: Path) -> None:
+    # A resumed run builds a new data module and jumps to epoch 2: it must see epoch 2's batches.
+    def epoch_images(epoch: int) -> np.ndarray:
+        module = GTSRBDataModule(_config(fake_root, val_fraction=0.25))
+        module.setup("fit")
+        train = module.train_dataloader()
+        module.set_epoch(epoch)
+        return np.concatenate([images.numpy().ravel() for images, _ in train])
+
+    np.testing.assert_array_equal(epoch_images(2), epoch_images(2))
+    assert not np.array_equal(epoch_images(2), epoch_images(3))

@@ -1,0 +1,185 @@
+"""What ``Trainer.fit`` costs over a plain ``keras.Model.fit`` with the same model and data.
+
+Run from the repository root::
+
+    python benchmarks/overhead.py [--nets cnn,dense] [--backends tensorflow,jax] [--rounds 3]
+
+Per backend (each in its own process) and net, the same model, data (GTSRB-shaped images, or
+the regression recipe's 1,000 points, with a validation split), jit and steps-per-execution
+settings (Kiln's defaults, resolved once and given to both) are trained by
+
+* ``Model.fit`` with ``verbose=0``;
+* ``Trainer.fit`` with nothing written (no loggers, no checkpoints, no progress bar): the cost
+  of the trainer itself, the figure the target (at most 3% over Model.fit) is about;
+* ``Trainer.fit`` as ``kiln run`` configures it by default (TensorBoard and CSV loggers, a
+  checkpoint per epoch, the learning-rate monitor), for what a default run pays for its files.
+
+The three alternate over a few rounds, in a changing order, so that a busy machine weighs on
+all of them alike; each figure is the median over the epochs after each fit's first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from typing import Any
+
+from common import (
+    CNN_BATCH,
+    DENSE_BATCH,
+    REPO_ROOT,
+    bench_recipe,
+    build_cnn,
+    build_dense,
+    cnn_data,
+    dense_data,
+    emit,
+    keras_clock,
+    load_note,
+    median,
+    pipeline,
+    print_table,
+    run_worker,
+)
+
+SIZES = {"cnn": (3840, 384, 4), "dense": (1000, 200, 12)}  # train, validation, epochs
+KINDS = ("plain", "trainer", "trainer+files")
+
+
+def _plain(net: str, data: tuple, epochs: int, settings: tuple) -> list[float]:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model, optimizer, loss = build_cnn() if net == "cnn" else build_dense()
+    model.compile(optimizer, loss, jit_compile=settings[0], steps_per_execution=settings[1])
+    callback, clock = keras_clock()
+    x, y, vx, vy, batch = data
+    model.fit(
+        pipeline(x, y, batch, shuffle=True),
+        validation_data=pipeline(vx, vy, batch, shuffle=False),
+        epochs=epochs,
+        verbose=0,
+        callbacks=[callback],
+    )
+    return clock.steady_seconds()
+
+
+def _trainer(net: str, data: tuple, epochs: int, files: bool, root: str) -> list[float]:
+    from omegaconf import OmegaConf
+
+    from framework.callbacks import default_callbacks
+    from framework.callbacks.base import Callback
+    from framework.trainer import Trainer
+
+    class Clock(Callback):
+        def __init__(self) -> None:
+            self.marks: list[float] = []
+
+        def on_train_epoch_start(self, trainer: Any) -> None:
+            self.marks.append(time.perf_counter())
+
+        def on_fit_end(self, trainer: Any) -> None:
+            self.marks.append(time.perf_counter())
+
+    clock = Clock()
+    cfg = OmegaConf.load(REPO_ROOT / "configs" / "defaults.yaml")
+    cfg.trainer.update(max_epochs=epochs, enable_progress_bar=False, default_root_dir=root)
+    cfg.trainer.enable_checkpointing = files
+    callbacks = [clock, *default_callbacks(cfg)] if files else [clock]
+    flags = OmegaConf.to_container(cfg.trainer)
+    trainer = Trainer(logger=files, callbacks=callbacks, name=f"bench_{net}", **flags)
+    x, y, vx, vy, _ = data
+    trainer.fit(bench_recipe(net, x, y, val=(vx, vy)))
+    seconds = [b - a for a, b in zip(clock.marks, clock.marks[1:], strict=False)]
+    return seconds[1:]
+
+
+def _worker(args: argparse.Namespace) -> None:
+    from framework import backend
+
+    backend.select_backend(args.backend)
+    from framework.trainer import TrainerConfig
+
+    defaults = TrainerConfig()
+    count, val_count, epochs = SIZES[args.net]
+    batch = CNN_BATCH if args.net == "cnn" else DENSE_BATCH
+    steps = -(-count // batch)
+    # What Trainer.fit resolves for this data, given to Model.fit too.
+    settings = (
+        backend.resolve_jit_compile(defaults.jit_compile),
+        backend.resolve_steps_per_execution(
+            defaults.steps_per_execution, steps, (defaults.log_every_n_steps,)
+        ),
+    )
+    make = cnn_data if args.net == "cnn" else dense_data
+    x, y = make(count, seed=0)
+    vx, vy = make(val_count, seed=1)
+    data = (x, y, vx, vy, batch)
+
+    seconds: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as root:
+        for round_index in range(args.rounds):
+            shift = round_index % len(KINDS)
+            for kind in KINDS[shift:] + KINDS[:shift]:
+                if kind == "plain":
+                    seconds[kind] += _plain(args.net, data, epochs, settings)
+                else:
+                    seconds[kind] += _trainer(args.net, data, epochs, kind != "trainer", root)
+    emit(
+        {
+            "backend": args.backend,
+            "net": args.net,
+            "jit_compile": settings[0],
+            "steps_per_execution": settings[1],
+            "images": count,
+            "steps": steps,
+            **{f"{kind}_s": median(values) for kind, values in seconds.items()},
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="tensorflow")
+    parser.add_argument("--net", default="cnn")
+    parser.add_argument("--nets", default="cnn,dense")
+    parser.add_argument("--backends", default="tensorflow,jax")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(args)
+        return
+
+    print(load_note())
+    rows = []
+    for net in args.nets.split(","):
+        for name in args.backends.split(","):
+            command = ["--backend", name, "--net", net, "--rounds", str(args.rounds)]
+            result = run_worker("overhead.py", command)[0]
+            plain = result["plain_s"]
+            rows.append(
+                [
+                    net,
+                    name,
+                    result["jit_compile"],
+                    result["steps_per_execution"],
+                    result["images"] / plain,
+                    result["images"] / result["trainer_s"],
+                    result["trainer_s"] / plain,
+                    result["images"] / result["trainer+files_s"],
+                    result["trainer+files_s"] / plain,
+                    1e3 * (result["trainer+files_s"] - result["trainer_s"]),
+                ]
+            )
+    columns = [
+        "net", "backend", "jit", "spe", "Model.fit img/s", "Trainer img/s", "ratio",
+        "Trainer+files img/s", "ratio", "files ms/epoch",
+    ]  # fmt: skip
+    print_table("epoch time, Trainer.fit / Model.fit (median, train + validation)", columns, rows)
+    print(f"\nafter the run: {load_note()}")
+
+
+if __name__ == "__main__":
+    main()

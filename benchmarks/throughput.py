@@ -1,0 +1,283 @@
+"""Training throughput of the GTSRB CNN and the regression net, per backend and setting.
+
+Run from the repository root::
+
+    python benchmarks/throughput.py [--quick] [--nets cnn,dense] [--skip-torch]
+
+Every row is measured in this one run on the same synthetic data (GTSRB-shaped uint8 images
+scaled to [0, 1]; the regression recipe's 1,000 points), each backend and setting in its own
+process. A row's figure is the median over the epochs after the first (which holds tracing and
+compilation). The CNN rows also give the FLOPs per training image and the share of this
+machine's float32 matmul peak (the best of a 2048x2048 NumPy and TensorFlow matmul) they reach.
+The last rows are the same nets trained by a plain PyTorch loop, the reference a user would
+otherwise pick (skipped when PyTorch is absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from typing import Any
+
+from common import (
+    CNN_BATCH,
+    DENSE_BATCH,
+    bench_recipe,
+    build_cnn,
+    build_dense,
+    cnn_data,
+    dense_data,
+    emit,
+    keras_clock,
+    load_note,
+    matmul_peak_gflops,
+    median,
+    pipeline,
+    print_table,
+    run_worker,
+    training_flops,
+)
+
+# key: (label, backend, worker arguments, extra environment)
+SETTINGS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
+    "tf-kiln": ("tf: Kiln defaults (Trainer.fit)", "tensorflow", ["--trainer"], {}),
+    "tf-plain": ("tf: Model.fit, Kiln's settings", "tensorflow", [], {}),
+    "tf-keras": (
+        "tf: Model.fit, Keras defaults",
+        "tensorflow",
+        ["--jit", "auto", "--spe", "1", "--keras-auto"],
+        {},
+    ),
+    "tf-nojit": ("tf: jit off, spe 1", "tensorflow", ["--jit", "false", "--spe", "1"], {}),
+    "tf-spe8": ("tf: jit off, spe 8", "tensorflow", ["--jit", "false", "--spe", "8"], {}),
+    "tf-numpy": ("tf: NumPy arrays, not tf.data", "tensorflow", ["--input", "numpy"], {}),
+    "tf-noonednn": ("tf: oneDNN off", "tensorflow", [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "tf-inter1": ("tf: 1 inter-op thread", "tensorflow", ["--inter", "1"], {}),
+    "tf-bf16": ("tf: bf16-mixed", "tensorflow", ["--precision", "bf16-mixed"], {}),
+    "tf-kiln-log32": (
+        "tf: Kiln defaults, log every 32 steps",
+        "tensorflow",
+        ["--trainer", "--log-every", "32"],
+        {},
+    ),
+    "jax-kiln": ("jax: Kiln defaults (Trainer.fit)", "jax", ["--trainer"], {}),
+    "jax-kiln-log32": (
+        "jax: Kiln defaults, log every 32 steps",
+        "jax",
+        ["--trainer", "--log-every", "32"],
+        {},
+    ),
+    "jax-plain": ("jax: Model.fit, Kiln's settings", "jax", [], {}),
+    "jax-spe1": ("jax: spe 1", "jax", ["--spe", "1"], {}),
+    "jax-bf16": ("jax: bf16-mixed", "jax", ["--precision", "bf16-mixed"], {}),
+}
+QUICK = ("tf-kiln", "tf-keras", "tf-nojit", "jax-kiln")
+SIZES = {"cnn": (3840, 4), "dense": (1000, 12)}  # samples, epochs (the first one untimed)
+
+
+# ---------------------------------------------------------------------------------- a worker
+def _worker(args: argparse.Namespace) -> None:
+    from framework import backend
+
+    backend.select_backend(args.backend)
+    import keras
+
+    from framework.trainer import TrainerConfig
+
+    if args.intra or args.inter:
+        import tensorflow as tf
+
+        if args.intra:
+            tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+        if args.inter:
+            tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+
+    count, epochs = SIZES[args.net]
+    count = args.count or count
+    epochs = args.epochs or epochs
+    x, y = cnn_data(count) if args.net == "cnn" else dense_data(count)
+    batch = CNN_BATCH if args.net == "cnn" else DENSE_BATCH
+    jit = _flag(args.jit)
+    spe = args.spe if args.spe == "auto" else int(args.spe)
+
+    if args.trainer:
+        from framework.callbacks.base import Callback
+        from framework.trainer import Trainer
+
+        class Clock(Callback):
+            def __init__(self) -> None:
+                self.marks: list[float] = []
+
+            def on_train_epoch_start(self, trainer: Any) -> None:
+                self.marks.append(time.perf_counter())
+
+            def on_fit_end(self, trainer: Any) -> None:
+                self.marks.append(time.perf_counter())
+
+        clock = Clock()
+        trainer = Trainer(
+            logger=False,
+            callbacks=[clock],
+            max_epochs=epochs,
+            log_every_n_steps=args.log_every or TrainerConfig().log_every_n_steps,
+            jit_compile=jit,
+            steps_per_execution=spe,
+            precision=args.precision,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+        )
+        trainer.fit(bench_recipe(args.net, x, y))
+        model = trainer.model
+        seconds = [b - a for a, b in zip(clock.marks, clock.marks[1:], strict=False)]
+        first = seconds[0]
+    else:
+        keras.utils.set_random_seed(0)
+        backend.set_precision(args.precision)
+        model, optimizer, loss = build_cnn() if args.net == "cnn" else build_dense()
+        # What Trainer.fit would pick for this data, unless Keras's own defaults are asked for.
+        every = (args.log_every or TrainerConfig().log_every_n_steps,)
+        steps = backend.resolve_steps_per_execution(spe, -(-count // batch), every)
+        model.compile(
+            optimizer,
+            loss,
+            jit_compile=jit if args.keras_auto else backend.resolve_jit_compile(jit),
+            steps_per_execution=steps,
+        )
+        callback, clock = keras_clock()
+        if args.input == "numpy":
+            model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[callback])
+        else:
+            data = pipeline(x, y, batch, shuffle=True, kind=args.input)
+            model.fit(data, epochs=epochs, verbose=0, callbacks=[callback])
+        seconds = clock.steady_seconds(skip=0)
+        first = seconds[0]
+    steady = median(seconds[1:])
+    steps = -(-count // batch)
+    emit(
+        {
+            "backend": args.backend,
+            "net": args.net,
+            "jit_compile": model.jit_compile,
+            "steps_per_execution": model.steps_per_execution,
+            "params": model.count_params(),
+            "flops": training_flops(model),
+            "first_epoch_s": first,
+            "images_per_s": count / steady,
+            "steps_per_s": steps / steady,
+        }
+    )
+
+
+def _flag(text: str) -> bool | str:
+    return {"true": True, "false": False}.get(text, text)
+
+
+def _torch_worker(args: argparse.Namespace) -> None:
+    from torch_reference import train_torch
+
+    count, epochs = SIZES[args.net]
+    emit(train_torch(args.net, args.count or count, args.epochs or epochs, args.torch_threads))
+
+
+# ---------------------------------------------------------------------------------- the table
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="tensorflow")
+    parser.add_argument("--net", default="cnn")
+    parser.add_argument("--jit", default="auto")
+    parser.add_argument("--spe", default="auto")
+    parser.add_argument("--input", default="slices", choices=("slices", "gather", "numpy"))
+    parser.add_argument("--precision", default="32")
+    parser.add_argument("--intra", type=int, default=0)
+    parser.add_argument("--inter", type=int, default=0)
+    parser.add_argument("--trainer", action="store_true")
+    parser.add_argument("--keras-auto", action="store_true")
+    parser.add_argument("--log-every", type=int, default=0)
+    parser.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=0)
+    parser.add_argument("--nets", default="cnn,dense")
+    parser.add_argument("--settings", default="", help=f"comma-separated: {', '.join(SETTINGS)}")
+    parser.add_argument("--quick", action="store_true", help="only the main settings")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--torch-threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        (_torch_worker if args.torch else _worker)(args)
+        return
+
+    from torch_reference import torch_available
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    print(f"{platform.processor() or platform.machine()}; {load_note()}")
+    peaks = matmul_peak_gflops()
+    peak = max(peaks.values())
+    print("float32 matmul peak: " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in peaks.items()))
+    names = [n for n in args.settings.split(",") if n] or list(QUICK if args.quick else SETTINGS)
+    for net in args.nets.split(","):
+        runs: dict[str, list[dict]] = {}
+        with_torch = not args.skip_torch and torch_available()
+        if not args.skip_torch and not with_torch:
+            print("PyTorch is not installed: no reference rows (pip install torch).")
+        # Rounds interleave the settings, so that a busy spell weighs on all of them.
+        for _ in range(args.rounds):
+            if with_torch:
+                for threads in ("0", "1"):
+                    command = ["--torch", "--net", net, "--torch-threads", threads]
+                    runs.setdefault(f"torch-{threads}", []).extend(
+                        run_worker("throughput.py", command)
+                    )
+            for name in names:
+                _, backend, extra, env = SETTINGS[name]
+                command = ["--backend", backend, "--net", net, *extra]
+                try:
+                    runs.setdefault(name, []).extend(run_worker("throughput.py", command, env))
+                except RuntimeError as error:
+                    print(f"{name}: failed ({str(error).splitlines()[-1]})")
+        best = {name: max(found, key=lambda r: r["images_per_s"]) for name, found in runs.items()}
+        reference = best.get("torch-0")
+        flops = next((r["flops"] for r in best.values() if "flops" in r), 0)
+        rows = []
+        for name, result in best.items():
+            if name.startswith("torch-"):
+                threads = "default" if name == "torch-0" else "1"
+                name = f"pytorch {result['version']} loop, {threads} threads"
+                result = {**result, "flops": flops}
+            else:
+                name = SETTINGS[name][0]
+            rows.append(_row(name, result, peak, reference))
+        columns = ["setting", "jit", "spe", "first epoch s", "images/s", "steps/s", "x torch"]
+        if net == "cnn":
+            columns += ["GFLOP/s", "% of peak"]
+        table = [row[:-1] if net == "cnn" else row[:-3] for row in rows]
+        batch = CNN_BATCH if net == "cnn" else DENSE_BATCH
+        title = f"{net} (batch {batch}; best of {args.rounds} interleaved rounds)"
+        print_table(title, columns, table)
+        if net == "cnn":
+            print(f"training FLOPs per image: {flops / 1e6:.1f} M (multiply-adds x2)")
+    print(f"\nafter the run: {load_note()}")
+
+
+def _row(name: str, result: dict, peak: float, reference: dict | None) -> list[Any]:
+    gflops = result["images_per_s"] * result.get("flops", 0) / 1e9
+    ratio = result["steps_per_s"] / reference["steps_per_s"] if reference else float("nan")
+    return [
+        name,
+        result.get("jit_compile", "-"),
+        result.get("steps_per_execution", "-"),
+        result["first_epoch_s"],
+        result["images_per_s"],
+        result["steps_per_s"],
+        ratio,
+        gflops,
+        100.0 * gflops / peak,
+        result.get("flops", 0),
+    ]
+
+
+if __name__ == "__main__":
+    main()
