@@ -34,6 +34,8 @@ __all__ = [
     "build_dense",
     "cnn_data",
     "dense_data",
+    "keras_clock",
+    "kiln_clock",
     "load_note",
     "matmul_peak_gflops",
     "pipeline",
@@ -205,18 +207,24 @@ def load_note() -> str:
 
 # -------------------------------------------------------------------------------------- timing
 class EpochClock:
-    """Timestamps of each epoch's start, and of the end of training (Keras or Kiln hooks)."""
+    """Wall and CPU time at each epoch's start and at the end of training.
+
+    CPU time (of this process, all threads) measures the work done; unlike wall time it hardly
+    moves when other processes share the cores, which makes it the steadier figure for an
+    overhead on a busy machine.
+    """
 
     def __init__(self) -> None:
-        self.marks: list[float] = []
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
 
     def mark(self, *args: Any, **kwargs: Any) -> None:
-        self.marks.append(time.perf_counter())
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
-    def steady_seconds(self, skip: int = 1) -> list[float]:
+    def durations(self, skip: int = 1, cpu: bool = False) -> list[float]:
         """Durations of each epoch after the first ``skip`` (which hold compilation)."""
-        times = np.diff(self.marks).tolist()
-        return times[skip:]
+        return np.diff(self.cpu if cpu else self.wall).tolist()[skip:]
 
 
 def keras_clock() -> tuple[Any, EpochClock]:
@@ -226,6 +234,22 @@ def keras_clock() -> tuple[Any, EpochClock]:
     clock = EpochClock()
     callback = keras.callbacks.LambdaCallback(on_epoch_begin=clock.mark, on_train_end=clock.mark)
     return callback, clock
+
+
+def kiln_clock() -> tuple[Any, EpochClock]:
+    """The same clock as a Kiln callback (for ``Trainer.fit``)."""
+    from framework.callbacks.base import Callback
+
+    clock = EpochClock()
+
+    class Marks(Callback):
+        def on_train_epoch_start(self, trainer: Any) -> None:
+            clock.mark()
+
+        def on_fit_end(self, trainer: Any) -> None:
+            clock.mark()
+
+    return Marks(), clock
 
 
 def median(values: Sequence[float]) -> float:

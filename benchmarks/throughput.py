@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from typing import Any
 
 from common import (
@@ -31,6 +30,7 @@ from common import (
     dense_data,
     emit,
     keras_clock,
+    kiln_clock,
     load_note,
     matmul_peak_gflops,
     median,
@@ -103,23 +103,12 @@ def _worker(args: argparse.Namespace) -> None:
     spe = args.spe if args.spe == "auto" else int(args.spe)
 
     if args.trainer:
-        from framework.callbacks.base import Callback
         from framework.trainer import Trainer
 
-        class Clock(Callback):
-            def __init__(self) -> None:
-                self.marks: list[float] = []
-
-            def on_train_epoch_start(self, trainer: Any) -> None:
-                self.marks.append(time.perf_counter())
-
-            def on_fit_end(self, trainer: Any) -> None:
-                self.marks.append(time.perf_counter())
-
-        clock = Clock()
+        marks, clock = kiln_clock()
         trainer = Trainer(
             logger=False,
-            callbacks=[clock],
+            callbacks=[marks],
             max_epochs=epochs,
             log_every_n_steps=args.log_every or TrainerConfig().log_every_n_steps,
             jit_compile=jit,
@@ -130,8 +119,6 @@ def _worker(args: argparse.Namespace) -> None:
         )
         trainer.fit(bench_recipe(args.net, x, y))
         model = trainer.model
-        seconds = [b - a for a, b in zip(clock.marks, clock.marks[1:], strict=False)]
-        first = seconds[0]
     else:
         keras.utils.set_random_seed(0)
         backend.set_precision(args.precision)
@@ -151,8 +138,8 @@ def _worker(args: argparse.Namespace) -> None:
         else:
             data = pipeline(x, y, batch, shuffle=True, kind=args.input)
             model.fit(data, epochs=epochs, verbose=0, callbacks=[callback])
-        seconds = clock.steady_seconds(skip=0)
-        first = seconds[0]
+    seconds = clock.durations(skip=0)
+    first = seconds[0]
     steady = median(seconds[1:])
     steps = -(-count // batch)
     emit(

@@ -6,11 +6,10 @@ virtual CPU devices (so that data parallelism can be tried on one CPU), and the 
 of a multi-host run. ``scope`` is the context in which the trainer builds and compiles the
 model.
 
-``trainer.strategy=data_parallel`` uses ``keras.distribution.DataParallel`` under JAX and
-``tf.distribute.MirroredStrategy`` under TensorFlow (``MultiWorkerMirroredStrategy`` when
-``TF_CONFIG`` names several workers). The batch size in the config is the global batch: with N
-replicas each one computes the gradient of 1/N of it, and the mean gradient updates weights
-that every replica holds an identical copy of.
+``trainer.strategy=data_parallel`` uses ``keras.distribution.DataParallel`` under JAX (on one
+host or several) and ``tf.distribute.MirroredStrategy`` under TensorFlow (one host). The batch
+size in the config is the global batch: with N replicas each one computes the gradient of 1/N
+of it, and the mean gradient updates weights that every replica holds an identical copy of.
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "STRATEGIES",
     "configure_devices",
-    "is_main_process",
-    "process_count",
     "replica_count",
     "replica_values",
     "scope",
@@ -100,6 +97,10 @@ def _initialize_jax_processes() -> None:
         )
     import jax
 
+    # Limitation: every process of a multi-host run writes a run folder of its own (the same
+    # metrics and weights), because saving weights gathers them with a collective that every
+    # process must join. Give each host its own trainer.default_root_dir (or local disk). Only
+    # process 0 writing needs the others to still join each save and discard the file.
     coordinator = os.environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")[0]
     process_id = int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"])
     jax.distributed.initialize(coordinator, num_processes=processes, process_id=process_id)
@@ -115,14 +116,23 @@ def _tf_workers() -> int:
 
 
 def _configure_tensorflow(count: int | None) -> None:
+    workers = _tf_workers()
+    if workers > 1:
+        # Limitation: Keras 3.15's Model.fit fails under MultiWorkerMirroredStrategy (its first
+        # build reduces the per-replica batch outside a replica context, which that strategy
+        # rejects with "Attempt to convert a value (PerReplica...)"), so several TensorFlow
+        # workers cannot train. Several hosts work under JAX; a Keras fix would lift this.
+        raise ValueError(
+            "trainer.strategy=data_parallel over several TensorFlow workers is not supported: "
+            "Keras 3's Model.fit fails under tf.distribute.MultiWorkerMirroredStrategy. Train "
+            "on several hosts with backend=jax, or on the GPUs of one host without TF_CONFIG. "
+            f"Received: TF_CONFIG with {workers} workers"
+        )
+    if count is None or count <= 1:
+        return
     import tensorflow as tf
 
-    if _tf_workers() > 1:
-        # Collective ops must be set up before TensorFlow's runtime starts.
-        _state["tf_strategy"] = tf.distribute.MultiWorkerMirroredStrategy()
-        _state["tf_devices"] = "all"
-        return
-    if count is None or count <= 1 or tf.config.list_physical_devices("GPU"):
+    if tf.config.list_physical_devices("GPU"):
         return
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
@@ -189,6 +199,9 @@ def _set_jax_distribution(strategy: str, devices: int | str) -> None:
         f"On a CPU, kiln run makes virtual devices with XLA_FLAGS={_HOST_DEVICES_FLAG}=N; set "
         "it before JAX starts, or call framework.distribution.configure_devices(cfg) first."
     )
+    # Limitation: JAX shards every batch evenly over the devices, so a last partial batch that
+    # does not divide by the device count fails inside JAX. DataModules must make batches that
+    # divide evenly (or drop the remainder); padding the last batch here would fix it.
     names = _pick(keras.distribution.list_devices(), devices, "JAX", hint)
     distribution = keras.distribution.DataParallel(devices=names)
     keras.distribution.set_distribution(distribution)
@@ -199,8 +212,6 @@ def _set_jax_distribution(strategy: str, devices: int | str) -> None:
 def _tensorflow_strategy(devices: int | str) -> Any:
     import tensorflow as tf
 
-    if _state["tf_devices"] == "all":  # multi-worker: every worker uses all its devices
-        return _state["tf_strategy"]
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     available = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
     hint = (
@@ -222,44 +233,6 @@ def _tensorflow_strategy(devices: int | str) -> Any:
 
 
 # ---------------------------------------------------------------------------- introspection
-def process_count() -> int:
-    """How many processes (hosts) train together: 1 unless a multi-host run was set up."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.process_count()
-    strategy = _state["tf_strategy"]
-    if _state["tf_devices"] == "all" and strategy is not None:
-        return int(strategy.cluster_resolver.cluster_spec().num_tasks("worker")) + int(
-            bool(strategy.cluster_resolver.cluster_spec().as_dict().get("chief"))
-        )
-    return 1
-
-
-def is_main_process() -> bool:
-    """Whether this process writes the run's files (logs, checkpoints, the exported model).
-
-    In a multi-host run only one process does: JAX's process 0, or TensorFlow's chief (the
-    ``chief`` task, else worker 0).
-    """
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.process_index() == 0
-    strategy = _state["tf_strategy"]
-    if _state["tf_devices"] != "all" or strategy is None:
-        return True
-    resolver = strategy.cluster_resolver
-    if resolver.task_type == "chief":
-        return True
-    has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
-    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-
-
 def replica_count(model: Any) -> int:
     """How many copies of ``model``'s weights training keeps in step (1 without a strategy)."""
     import keras

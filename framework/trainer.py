@@ -233,10 +233,8 @@ class Trainer:
         self.callbacks: list[Callback] = list(callbacks)
         self.run_config = run_config
         self.name = name
-        # In a multi-host run only the main process writes the run folder.
-        writes = not self.flags.fast_dev_run and distribution.is_main_process()
-        self._want_logger = logger and writes
-        if not writes:
+        self._want_logger = logger and not self.flags.fast_dev_run
+        if self.flags.fast_dev_run:
             self.callbacks = [c for c in self.callbacks if not _writes_files(c)]
 
         self.recipe: Recipe | None = None

@@ -3,6 +3,7 @@ CPU devices (each backend in a fresh process, as the devices must exist before i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,13 @@ def test_configure_devices_multi_host_jax_names_missing_variables(monkeypatch) -
 def test_configure_devices_rejects_malformed_tf_config(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        distribution.configure_devices(_cfg("tensorflow"))
+
+
+def test_configure_devices_refuses_several_tensorflow_workers(monkeypatch) -> None:  # noqa: ANN001
+    cluster = {"worker": ["host0:1234", "host1:1234"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"index": 0}}))
+    with pytest.raises(ValueError, match="several TensorFlow workers is not supported.*2 workers"):
         distribution.configure_devices(_cfg("tensorflow"))
 
 
@@ -113,6 +121,61 @@ def test_data_parallel_matches_single_device(backend: str, tmp_path: Path) -> No
     np.testing.assert_allclose(result["parallel/loss"], result["single/loss"], rtol=1e-4)
 
 
-def test_single_process_is_the_main_process() -> None:
-    assert distribution.process_count() == 1
-    assert distribution.is_main_process()
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def _test_loss(run_root: Path) -> float:
+    import csv
+
+    metrics = run_root / "regression_sequential" / "version_0" / "metrics.csv"
+    with open(metrics) as handle:
+        return next(float(r["test/loss"]) for r in csv.DictReader(handle) if r.get("test/loss"))
+
+
+@pytest.mark.slow
+@pytest.mark.jax
+def test_jax_data_parallel_over_two_processes(tmp_path: Path) -> None:
+    # Two processes on this machine stand in for two hosts, one CPU device each.
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
+    env.update(
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{_free_port()}",
+        KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+    )
+    # Every split a multiple of the global batch: each process reads the same number of batches.
+    overrides = [
+        "backend=jax", "trainer.strategy=data_parallel", "trainer.max_epochs=2",
+        "data.n_train=1024", "data.n_val=256", "data.n_test=2048",
+        "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "framework",
+                "run",
+                "regression_sequential",
+                *overrides,
+                f"trainer.default_root_dir={tmp_path / f'process{rank}'}",
+            ],
+            cwd=REPO,
+            env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-4000:]
+        assert "data parallel (JAX) over 2 device(s)" in err
+    # One model trained on both processes' data: the same figures on each.
+    assert _test_loss(tmp_path / "process0") == _test_loss(tmp_path / "process1")
