@@ -2,15 +2,17 @@
 
 Run from the repository root::
 
-    python benchmarks/throughput.py [--quick] [--nets cnn,dense] [--skip-torch]
+    python benchmarks/throughput.py [--quick] [--nets cnn,dense] [--rounds 2] [--skip-torch]
 
 Every row is measured in this one run on the same synthetic data (GTSRB-shaped uint8 images
 scaled to [0, 1]; the regression recipe's 1,000 points), each backend and setting in its own
-process. A row's figure is the median over the epochs after the first (which holds tracing and
-compilation). The CNN rows also give the FLOPs per training image and the share of this
-machine's float32 matmul peak (the best of a 2048x2048 NumPy and TensorFlow matmul) they reach.
-The last rows are the same nets trained by a plain PyTorch loop, the reference a user would
-otherwise pick (skipped when PyTorch is absent).
+process. A run's figure is the median over its epochs after the first (which holds tracing and
+compilation); the rounds interleave all settings and a row shows its best round, so that a
+busy spell on a shared machine weighs on every row alike. The CNN rows also give the FLOPs per
+training image and the share of this machine's float32 matmul peak (the best of a 2048x2048
+NumPy and TensorFlow matmul) they reach. The PyTorch rows train the same nets with a plain
+PyTorch loop (``torch_reference.py``), the reference a user would otherwise pick, with its
+default thread count and with one thread; ``x torch`` compares with the default one.
 """
 
 from __future__ import annotations
@@ -43,25 +45,37 @@ from common import (
 # key: (label, backend, worker arguments, extra environment)
 SETTINGS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
     "tf-kiln": ("tf: Kiln defaults (Trainer.fit)", "tensorflow", ["--trainer"], {}),
-    "tf-plain": ("tf: Model.fit, Kiln's settings", "tensorflow", [], {}),
-    "tf-keras": (
-        "tf: Model.fit, Keras defaults",
-        "tensorflow",
-        ["--jit", "auto", "--spe", "1", "--keras-auto"],
-        {},
-    ),
-    "tf-nojit": ("tf: jit off, spe 1", "tensorflow", ["--jit", "false", "--spe", "1"], {}),
-    "tf-spe8": ("tf: jit off, spe 8", "tensorflow", ["--jit", "false", "--spe", "8"], {}),
-    "tf-numpy": ("tf: NumPy arrays, not tf.data", "tensorflow", ["--input", "numpy"], {}),
-    "tf-noonednn": ("tf: oneDNN off", "tensorflow", [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
-    "tf-inter1": ("tf: 1 inter-op thread", "tensorflow", ["--inter", "1"], {}),
-    "tf-bf16": ("tf: bf16-mixed", "tensorflow", ["--precision", "bf16-mixed"], {}),
     "tf-kiln-log32": (
         "tf: Kiln defaults, log every 32 steps",
         "tensorflow",
         ["--trainer", "--log-every", "32"],
         {},
     ),
+    "tf-plain": ("tf: Model.fit, Kiln's settings", "tensorflow", [], {}),
+    "tf-keras": (
+        "tf: Model.fit, Keras's defaults (spe 1)",
+        "tensorflow",
+        ["--jit", "auto", "--spe", "1", "--keras-auto"],
+        {},
+    ),
+    "tf-xla": ("tf: XLA (jit_compile true)", "tensorflow", ["--jit", "true"], {}),
+    "tf-numpy": ("tf: NumPy arrays, not tf.data", "tensorflow", ["--input", "numpy"], {}),
+    "tf-gather": ("tf: tf.data gathering batches", "tensorflow", ["--input", "gather"], {}),
+    "tf-noonednn": ("tf: oneDNN off", "tensorflow", [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "tf-inter1": ("tf: 1 inter-op thread", "tensorflow", ["--inter", "1"], {}),
+    "tf-noonednn-inter1": (
+        "tf: oneDNN off, 1 inter-op thread",
+        "tensorflow",
+        ["--inter", "1"],
+        {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    ),
+    "tf-noonednn-inter1-gather": (
+        "tf: oneDNN off, 1 inter-op, gather",
+        "tensorflow",
+        ["--inter", "1", "--input", "gather"],
+        {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    ),
+    "tf-bf16": ("tf: bf16-mixed", "tensorflow", ["--precision", "bf16-mixed"], {}),
     "jax-kiln": ("jax: Kiln defaults (Trainer.fit)", "jax", ["--trainer"], {}),
     "jax-kiln-log32": (
         "jax: Kiln defaults, log every 32 steps",
@@ -70,10 +84,24 @@ SETTINGS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
         {},
     ),
     "jax-plain": ("jax: Model.fit, Kiln's settings", "jax", [], {}),
-    "jax-spe1": ("jax: spe 1", "jax", ["--spe", "1"], {}),
+    "jax-spe1": ("jax: Model.fit, spe 1", "jax", ["--spe", "1"], {}),
+    "jax-onednn": (
+        "jax: XLA with oneDNN",
+        "jax",
+        [],
+        {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
+    ),
     "jax-bf16": ("jax: bf16-mixed", "jax", ["--precision", "bf16-mixed"], {}),
 }
-QUICK = ("tf-kiln", "tf-keras", "tf-nojit", "jax-kiln")
+# What each net's table shows by default (--settings picks others).
+DEFAULT_SETTINGS = {
+    "cnn": (
+        "tf-kiln", "tf-plain", "tf-keras", "tf-xla", "tf-numpy", "tf-noonednn", "tf-bf16",
+        "jax-kiln", "jax-spe1", "jax-onednn",
+    ),
+    "dense": ("tf-kiln", "tf-kiln-log32", "tf-keras", "jax-kiln", "jax-kiln-log32", "jax-spe1"),
+}  # fmt: skip
+QUICK = ("tf-kiln", "tf-keras", "jax-kiln")
 SIZES = {"cnn": (3840, 4), "dense": (1000, 12)}  # samples, epochs (the first one untimed)
 
 
@@ -204,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     peaks = matmul_peak_gflops()
     peak = max(peaks.values())
     print("float32 matmul peak: " + ", ".join(f"{k} {v:,.1f} GFLOP/s" for k, v in peaks.items()))
-    names = [n for n in args.settings.split(",") if n] or list(QUICK if args.quick else SETTINGS)
+    chosen = [n for n in args.settings.split(",") if n]
     for net in args.nets.split(","):
+        names = chosen or list(QUICK if args.quick else DEFAULT_SETTINGS[net])
         runs: dict[str, list[dict]] = {}
         with_torch = not args.skip_torch and torch_available()
         if not args.skip_torch and not with_torch:
