@@ -137,15 +137,15 @@ def resolve_steps_per_execution(
 ) -> int:
     """How many training steps one compiled call runs, for ``trainer.steps_per_execution``.
 
-    Per-batch hooks, logging and step checkpoints see the trainer only between calls, so
-    ``auto`` runs several steps per call only where nobody would notice: the count divides the
-    epoch's ``batches`` and every step interval (logging, checkpoints), and stays 1 when a
-    callback asks to see every batch (``every_batch``) or the epoch length is unknown. The same
-    rule holds on both backends. Measured on 2 CPU cores (``benchmarks/throughput.py``): under
-    TensorFlow the regression net ran about 2.3x the steps per second with 32 steps per call
-    than with 1 (one compiled loop instead of a Python round trip per step), and the GTSRB CNN
-    about 5% faster with 10; under JAX, whose Keras loop still returns to Python for each
-    step, neither changed beyond noise.
+    Per-batch hooks and step checkpoints see the trainer only between calls, so ``auto`` runs
+    several steps per call (up to ``AUTO_STEPS_PER_EXECUTION``) only where nobody would
+    notice: the count divides the epoch's ``batches`` and every step interval given
+    (checkpoints, a resume point), and stays 1 when a callback asks to see every batch
+    (``every_batch``) or the epoch length is unknown. Logging does not hold it back: a log row
+    is written at the end of the call that passes each multiple of ``log_every_n_steps``
+    (``Trainer.passed_step_multiple``). The same rule holds on both backends; on small nets
+    the per-call cost of Keras's loop dominates the step, and a whole epoch per call ran the
+    regression net several times faster (``benchmarks/throughput.py``).
     """
     if value != "auto":
         return int(value)

@@ -316,6 +316,8 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "early_stopping.mode": lambda p, v: v if v is None else _choice(("min", "max"))(p, v),
     "early_stopping.monitor": _optional_str,
     "checkpoint.monitor": _optional_str,
+    # Read by recipes that hold their data in memory (framework.data.arrays).
+    "data.input": _choice(("auto", "tf_data", "arrays")),
 }
 
 

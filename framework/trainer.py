@@ -141,7 +141,13 @@ class _KerasBridge(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         trainer = self.trainer
+        if trainer.num_training_batches is not None:
+            # Keras names a call's last step as if it ran all steps_per_execution steps, also
+            # for the shorter call that ends an epoch the count does not divide.
+            batch = min(batch, trainer.num_training_batches - self.batch_offset - 1)
+        before = trainer.global_step
         trainer.global_step = self._epoch_start_step + self.batch_offset + batch + 1
+        trainer._last_call_steps = (before, trainer.global_step)
         trainer.batch_idx = self.batch_offset + batch + 1
         outputs = {k: float(v) for k, v in (logs or {}).items()}
         loss = outputs.get("loss")
@@ -159,7 +165,7 @@ class _KerasBridge(keras.callbacks.Callback):
             first = time.perf_counter() - self._fit_start
             trainer.log_metrics({"time/first_step_s": first})
             logger.info("first step (with compilation) took %.2f s", first)
-        if trainer.global_step % trainer.flags.log_every_n_steps == 0:
+        if trainer.passed_step_multiple(trainer.flags.log_every_n_steps):
             trainer.log_metrics({f"train/{k}_step": v for k, v in outputs.items()})
         trainer._call("on_train_batch_end", outputs, trainer.batch_idx - 1)
         if trainer._interrupt_requested:
@@ -254,6 +260,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._interrupt_requested = False
         self._resume_metric_states: list[Any] | None = None
+        #: Global step before and after the latest compiled training call.
+        self._last_call_steps = (0, 0)
 
     # ----------------------------------------------------------------- construction helpers
     @classmethod
@@ -311,7 +319,7 @@ class Trainer:
         self.model.steps_per_execution = backend.resolve_steps_per_execution(
             flags.steps_per_execution,
             batches=self.num_training_batches,
-            intervals=(flags.log_every_n_steps, flags.save_every_n_steps, self.batch_idx),
+            intervals=(flags.save_every_n_steps, self.batch_idx),
             every_batch=_wants_every_batch(self.callbacks),
         )
         max_epochs = 1 if flags.fast_dev_run else flags.max_epochs
@@ -466,6 +474,16 @@ class Trainer:
         for sink in self.loggers:
             sink.log_metrics(metrics, step)
 
+    def passed_step_multiple(self, interval: int) -> bool:
+        """Whether the latest training call passed a multiple of ``interval`` global steps.
+
+        With ``steps_per_execution`` > 1 one call runs several steps, so step-interval work
+        (logging every ``log_every_n_steps``) happens at the end of the call that reaches the
+        multiple, at most once per call; with one step per call, exactly at the multiple.
+        """
+        before, after = self._last_call_steps
+        return after // interval > before // interval
+
     def learning_rate(self) -> float:
         """The optimizer's current learning rate (schedules evaluated at the current step)."""
         if keras.backend.backend() == "jax":
@@ -531,13 +549,20 @@ class Trainer:
 
         Under a distribution strategy (and under JAX) Keras builds them when fit starts.
         """
-        spec = data.element_spec
+        # A tf.data dataset describes its batches; a PyDataset shows its first one.
+        if hasattr(data, "element_spec"):
+            spec = data.element_spec
+        else:
+            spec = data[0] if len(data) else None
         if self.flags.strategy != "single" or not isinstance(spec, tuple):
             return
         x, y, _ = keras.utils.unpack_x_y_sample_weight(spec)
         x, y = (
             keras.tree.map_structure(
-                lambda s: np.zeros([d or 1 for d in s.shape], s.dtype.as_numpy_dtype), part
+                lambda s: np.zeros(
+                    [d or 1 for d in s.shape], getattr(s.dtype, "as_numpy_dtype", s.dtype)
+                ),
+                part,
             )
             for part in (x, y)
         )

@@ -8,6 +8,7 @@ deviation ``data.noise_std`` (0.1, so the best reachable test MSE is about 0.01)
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import keras
 import numpy as np
@@ -38,6 +39,7 @@ class RegressionDataModule(DataModule):
     def __init__(self, config: DictConfig) -> None:
         self.data = config.data
         self.seed = int(config.trainer.seed)
+        self.strategy = config.trainer.get("strategy", "single")
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._shuffle = None
 
@@ -56,20 +58,21 @@ class RegressionDataModule(DataModule):
             noise = rng.normal(0.0, d.noise_std, size=(n, 1))
             self.splits[split] = (x, (target_function(x) + noise).astype("float32"))
 
-    def _dataset(self, split: str, shuffle: bool):  # noqa: ANN202 - tf.data.Dataset
-        import tensorflow as tf
-
+    def _dataset(self, split: str, shuffle: bool) -> Any:
+        """``tf.data`` under TensorFlow, NumPy batches under JAX (``data.input``)."""
+        from framework.data.arrays import array_batches
         from framework.data.shuffle import EpochShuffle
 
-        x, y = self.splits[split]
         if shuffle:
             # The order depends on (seed, epoch) only, so a resumed run repeats it exactly.
             self._shuffle = self._shuffle or EpochShuffle(self.seed)
-            xs, ys = tf.constant(x), tf.constant(y)
-            ds = self._shuffle.indices(len(x)).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
-        else:
-            ds = tf.data.Dataset.from_tensor_slices((x, y))
-        return ds.batch(self.data.batch_size).prefetch(tf.data.AUTOTUNE)
+        return array_batches(
+            self.splits[split],
+            int(self.data.batch_size),
+            shuffler=self._shuffle if shuffle else None,
+            input=str(self.data.get("input", "auto")),
+            strategy=str(self.strategy),
+        )
 
     def train_dataloader(self):  # noqa: ANN201
         return self._dataset("train", shuffle=True)

@@ -162,7 +162,7 @@ def test_steps_per_execution_accepts_auto() -> None:
 @pytest.mark.parametrize(
     ("batches", "intervals", "every_batch", "expected"),
     [
-        (32, (16,), False, 16),  # divides the epoch and the logging interval
+        (32, (16,), False, 16),  # divides the epoch and the checkpoint interval
         (32, (10,), False, 2),  # gcd(32, 10)
         (30, (50, None), False, 10),  # an unset interval does not count
         (128, (64,), False, 32),  # at most AUTO_STEPS_PER_EXECUTION
@@ -187,7 +187,7 @@ def _csv_steps(path: Path, column: str) -> list[int]:
         return [int(r["step"]) for r in csv.DictReader(handle) if r.get(column)]
 
 
-def test_trainer_auto_steps_per_execution_logs_the_same_steps(root: Path) -> None:
+def test_trainer_auto_steps_per_execution_runs_whole_epochs_and_still_logs(root: Path) -> None:
     from framework.callbacks import ModelCheckpoint
     from framework.trainer import Trainer
     from tests.conftest import TinyRecipe
@@ -197,13 +197,35 @@ def test_trainer_auto_steps_per_execution_logs_the_same_steps(root: Path) -> Non
         callbacks=[ModelCheckpoint()], enable_progress_bar=False,
     )  # fmt: skip
     trainer.fit(TinyRecipe())
-    assert trainer.model.steps_per_execution == 4  # 8 batches an epoch, a log every 4
+    assert trainer.model.steps_per_execution == 8  # 8 batches an epoch: one call per epoch
     assert trainer.global_step == 16
     assert int(np.asarray(trainer.model.optimizer.iterations)) == 16
     metrics = trainer.log_dir / "metrics.csv"
-    assert _csv_steps(metrics, "train/loss_step") == [4, 8, 12, 16]
-    assert _csv_steps(metrics, "time/step_s") == [8, 16]  # a steady step time per epoch
-    assert _csv_steps(metrics, "time/first_step_s") == [4]
+    # A row at the end of each call that passed a multiple of 4 (once per call).
+    assert _csv_steps(metrics, "train/loss_step") == [8, 16]
+    assert _csv_steps(metrics, "time/first_step_s") == [8]
+
+
+def test_trainer_logs_after_the_call_that_passes_each_multiple(root: Path) -> None:
+    from framework.trainer import Trainer
+    from tests.conftest import TinyRecipe
+
+    trainer = Trainer(
+        max_epochs=2, default_root_dir=str(root), log_every_n_steps=4, name="tiny",
+        steps_per_execution=3, enable_progress_bar=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(TinyRecipe())
+    # Calls end at steps 3, 6, 8 and 11, 14, 16 (Keras runs an epoch's remainder in a short
+    # call); 4 is passed in the call ending at 6, 8 at 8, 12 at 14 and 16 at 16.
+    metrics = trainer.log_dir / "metrics.csv"
+    assert _csv_steps(metrics, "train/loss_step") == [6, 8, 14, 16]
+
+    exact = Trainer(
+        max_epochs=2, default_root_dir=str(root), log_every_n_steps=4, name="exact",
+        steps_per_execution=1, enable_progress_bar=False, enable_checkpointing=False,
+    )  # fmt: skip
+    exact.fit(TinyRecipe())
+    assert _csv_steps(exact.log_dir / "metrics.csv", "train/loss_step") == [4, 8, 12, 16]
 
 
 def test_trainer_auto_steps_per_execution_is_one_for_per_batch_callbacks(root: Path) -> None:

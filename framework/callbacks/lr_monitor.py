@@ -31,7 +31,7 @@ class LearningRateMonitor(Callback):
     def on_train_batch_end(self, trainer: Trainer, outputs: dict, batch_idx: int) -> None:
         if self.logging_interval == "epoch" or not trainer.loggers:
             return
-        if trainer.global_step % trainer.flags.log_every_n_steps == 0:
+        if trainer.passed_step_multiple(trainer.flags.log_every_n_steps):
             trainer.log_metrics({self._tag(trainer): trainer.learning_rate()})
 
     def on_train_epoch_end(self, trainer: Trainer) -> None:

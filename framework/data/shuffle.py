@@ -22,11 +22,22 @@ class EpochShuffle:
         import tensorflow as tf
 
         self.seed = int(seed)
+        #: The epoch whose order is in use (also read by ``ArrayBatches``).
+        self.epoch = 0
         with tf.device("/CPU:0"):
             self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kiln_epoch")
 
     def set_epoch(self, epoch: int) -> None:
-        self._epoch.assign(int(epoch))
+        self.epoch = int(epoch)
+        self._epoch.assign(self.epoch)
+
+    def permutation(self, n: int) -> Any:
+        """This epoch's order of ``0..n-1`` as a NumPy array (the one ``indices`` yields)."""
+        import tensorflow as tf
+
+        key = tf.constant([self.seed, self.epoch], tf.int64)
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+        return order.numpy()
 
     def indices(self, n: int) -> Any:
         """A dataset of the indices ``0..n-1`` in this epoch's order (read at iteration)."""

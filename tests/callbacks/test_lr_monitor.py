@@ -24,6 +24,7 @@ def test_lr_monitor_logs_schedule_values(root) -> None:  # noqa: ANN001
         max_epochs=2,
         default_root_dir=str(root),
         log_every_n_steps=4,
+        steps_per_execution=1,  # a row exactly every 4 steps
         name="tiny",
         callbacks=[LearningRateMonitor()],
         enable_progress_bar=False,
