@@ -25,7 +25,10 @@ print("HEAVY=" + ",".join(heavy))
 def _probe(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", _PROBE.format(args=args)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -39,14 +42,21 @@ def test_cli_list_shows_every_recipe_with_description(capsys) -> None:  # noqa: 
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
-    assert {"regression_sequential", "regression_functional", "regression_shortcut",
-            "gtsrb_cnn", "gtsrb_bn", "modes"} <= set(names)
+    assert {
+        "regression_sequential",
+        "regression_functional",
+        "regression_shortcut",
+        "gtsrb_cnn",
+        "gtsrb_bn",
+        "modes",
+    } <= set(names)
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)
 
 
 def test_cli_print_config_shows_overrides(capsys) -> None:  # noqa: ANN001
-    code = main(["run", "regression_shortcut", "trainer.max_epochs=4", "backend=jax",
-                 "--print-config"])
+    code = main(
+        ["run", "regression_shortcut", "trainer.max_epochs=4", "backend=jax", "--print-config"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "max_epochs: 4" in out
@@ -54,8 +64,14 @@ def test_cli_print_config_shows_overrides(capsys) -> None:  # noqa: ANN001
 
 
 def test_cli_typo_suggests_key_before_training(capsys, tmp_path: Path) -> None:  # noqa: ANN001
-    code = main(["run", "regression_shortcut", "trainer.max_epoch=3",
-                 f"trainer.default_root_dir={tmp_path}"])
+    code = main(
+        [
+            "run",
+            "regression_shortcut",
+            "trainer.max_epoch=3",
+            f"trainer.default_root_dir={tmp_path}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "did you mean 'trainer.max_epochs'" in err
@@ -72,8 +88,13 @@ def test_cli_summary_counts_regression_parameters(capsys) -> None:  # noqa: ANN0
 def test_cli_run_twice_writes_versions_with_events(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = ["run", "regression_shortcut", "trainer.max_epochs=3",
-            f"trainer.default_root_dir={tmp_path}", "trainer.enable_progress_bar=false"]
+    args = [
+        "run",
+        "regression_shortcut",
+        "trainer.max_epochs=3",
+        f"trainer.default_root_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+    ]
     assert main(args) == 0
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -22,7 +22,8 @@ def _rows(batches: ArrayBatches) -> list[int]:
 
 def test_unshuffled_batches_slice_in_order() -> None:
     batches = ArrayBatches(_arrays(10), batch_size=4)
-    assert len(batches) == 3 and batches.cardinality() == 3
+    assert len(batches) == 3
+    assert batches.cardinality() == 3
     assert _rows(batches) == list(range(10))
     x, y = batches[2]
     assert x.shape == (2, 1)  # the last batch holds the remainder
@@ -35,10 +36,12 @@ def test_order_depends_only_on_seed_and_epoch() -> None:
     shuffler = EpochShuffle(seed=5)
     batches = ArrayBatches(_arrays(10), 4, shuffler)
     first = _rows(batches)
-    assert sorted(first) == list(range(10)) and first != list(range(10))
+    assert sorted(first) == list(range(10))
+    assert first != list(range(10))
     shuffler.set_epoch(1)
     second = _rows(batches)
-    assert sorted(second) == list(range(10)) and second != first
+    assert sorted(second) == list(range(10))
+    assert second != first
     # A fresh object (a restarted run) at epoch 1 repeats epoch 1's order.
     again = EpochShuffle(seed=5)
     again.set_epoch(1)
@@ -53,7 +56,8 @@ def test_take_and_skip_follow_the_epoch_order() -> None:
     whole = _rows(batches)
     assert _rows(batches.take(2)) == whole[:4]
     assert _rows(batches.skip(3)) == whole[6:]
-    assert len(batches.skip(9)) == 0 and len(batches.take(99)) == 5
+    assert len(batches.skip(9)) == 0
+    assert len(batches.take(99)) == 5
     rest = batches.skip(1)
     shuffler.set_epoch(4)
     assert _rows(rest) == _rows(batches)[2:]

@@ -18,8 +18,11 @@ from recipes.regression import RegressionShortcut, target_function
 
 @pytest.mark.parametrize(
     ("recipe", "params"),
-    [("regression_sequential", 2241), ("regression_functional", 2241),
-     ("regression_shortcut", 2242)],
+    [
+        ("regression_sequential", 2241),
+        ("regression_functional", 2241),
+        ("regression_shortcut", 2242),
+    ],
 )
 def test_regression_parameter_counts(recipe: str, params: int) -> None:
     from framework.registry import get_recipe, resolve
@@ -27,7 +30,9 @@ def test_regression_parameter_counts(recipe: str, params: int) -> None:
     model = resolve(get_recipe(recipe))(load_config(recipe)).configure_model()
     assert model.count_params() == params
     assert [layer.name for layer in model.layers if "hidden" in layer.name] == [
-        "hidden1", "hidden2"]
+        "hidden1",
+        "hidden2",
+    ]
 
 
 def test_regression_shortcut_feeds_input_to_output_layer() -> None:
@@ -45,15 +50,22 @@ def test_regression_data_is_noisy_target(tmp_path: Path) -> None:
     assert x.shape == (2000, 1)
     residual = y - target_function(x)
     assert residual.std() == pytest.approx(0.1, rel=0.08)
-    assert (x.min(), x.max()) >= (-2.0, -2.0) and x.max() <= 2.0
+    assert (x.min(), x.max()) >= (-2.0, -2.0)
+    assert x.max() <= 2.0
 
 
-@pytest.mark.parametrize("recipe", ["regression_sequential", "regression_functional",
-                                    "regression_shortcut"])
+@pytest.mark.parametrize(
+    "recipe", ["regression_sequential", "regression_functional", "regression_shortcut"]
+)
 def test_regression_recipe_trains_end_to_end(recipe: str, tmp_path: Path) -> None:
-    cfg = load_config(recipe, overrides=[
-        "trainer.max_epochs=3", f"trainer.default_root_dir={tmp_path}",
-        "trainer.enable_progress_bar=false"])
+    cfg = load_config(
+        recipe,
+        overrides=[
+            "trainer.max_epochs=3",
+            f"trainer.default_root_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
     result = run_recipe(cfg)
     assert result.log_dir == tmp_path / recipe / "version_0"
     assert {"loss", "val_loss", "test_loss", "test_mae"} <= set(result.metrics)
@@ -63,8 +75,10 @@ def test_regression_recipe_trains_end_to_end(recipe: str, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_regression_reaches_noise_floor(tmp_path: Path) -> None:
-    cfg = load_config("regression_shortcut", overrides=[
-        f"trainer.default_root_dir={tmp_path}", "trainer.enable_progress_bar=false"])
+    cfg = load_config(
+        "regression_shortcut",
+        overrides=[f"trainer.default_root_dir={tmp_path}", "trainer.enable_progress_bar=false"],
+    )
     result = run_recipe(cfg)
     # The noise variance is 0.01: the recipe's own figure must come close to it.
     assert result.metrics["test_loss"] < 0.0125
@@ -75,10 +89,22 @@ def test_regression_runs_under_jax(tmp_path: Path) -> None:
     env = {**os.environ, "KERAS_BACKEND": "", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("KERAS_BACKEND")
     result = subprocess.run(
-        [sys.executable, "-m", "framework", "run", "regression_functional", "backend=jax",
-         "trainer.max_epochs=2", f"trainer.default_root_dir={tmp_path}",
-         "trainer.enable_progress_bar=false"],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "framework",
+            "run",
+            "regression_functional",
+            "backend=jax",
+            "trainer.max_epochs=2",
+            f"trainer.default_root_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "backend jax" in result.stderr
