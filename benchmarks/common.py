@@ -35,6 +35,7 @@ __all__ = [
     "cnn_data",
     "dense_data",
     "keras_clock",
+    "kiln_batches",
     "kiln_clock",
     "load_note",
     "matmul_peak_gflops",
@@ -115,21 +116,39 @@ def build_dense() -> Any:
     return model, keras.optimizers.Adam(0.01), "mse"
 
 
+def kiln_batches(
+    x: np.ndarray, y: np.ndarray, batch: int, shuffler: Any = None, input: str = "auto"
+) -> Any:
+    """Kiln's input path for in-memory data (``framework.data.arrays.array_batches``): with
+    ``input=auto``, ``tf.data`` under TensorFlow and a NumPy ``PyDataset`` under JAX, shuffled
+    each epoch by ``shuffler`` (an ``EpochShuffle``) when one is given."""
+    from framework.data.arrays import array_batches
+
+    return array_batches((x, y), batch, shuffler, input=input)
+
+
 def bench_recipe(net: str, x: np.ndarray, y: np.ndarray, val: tuple | None = None) -> Any:
-    """A Kiln recipe training ``net`` ('cnn' or 'dense') on these arrays, as ``pipeline``."""
+    """A Kiln recipe training ``net`` ('cnn' or 'dense') on these arrays (``kiln_batches``)."""
     from omegaconf import OmegaConf
 
     from framework.data.datamodule import DataModule
+    from framework.data.shuffle import EpochShuffle
     from framework.recipe import Recipe
 
     batch = CNN_BATCH if net == "cnn" else DENSE_BATCH
 
     class Data(DataModule):
+        def __init__(self) -> None:
+            self.shuffler = EpochShuffle(0)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.shuffler.set_epoch(epoch)
+
         def train_dataloader(self) -> Any:
-            return pipeline(x, y, batch, shuffle=True)
+            return kiln_batches(x, y, batch, self.shuffler)
 
         def val_dataloader(self) -> Any:
-            return None if val is None else pipeline(*val, batch, shuffle=False)
+            return None if val is None else kiln_batches(*val, batch)
 
     class Bench(Recipe):
         def __init__(self) -> None:

@@ -35,10 +35,10 @@ from common import (
     dense_data,
     emit,
     keras_clock,
+    kiln_batches,
     kiln_clock,
     load_note,
     median,
-    pipeline,
     print_table,
     run_worker,
 )
@@ -50,17 +50,21 @@ KINDS = ("plain", "trainer", "trainer+files")
 def _plain(net: str, data: tuple, epochs: int, settings: tuple) -> EpochClock:
     import keras
 
+    from framework.data.shuffle import EpochShuffle
+
     keras.utils.set_random_seed(0)
     model, optimizer, loss = build_cnn() if net == "cnn" else build_dense()
     model.compile(optimizer, loss, jit_compile=settings[0], steps_per_execution=settings[1])
     callback, clock = keras_clock()
     x, y, vx, vy, batch = data
+    shuffler = EpochShuffle(0)
+    reshuffle = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, _: shuffler.set_epoch(e))
     model.fit(
-        pipeline(x, y, batch, shuffle=True),
-        validation_data=pipeline(vx, vy, batch, shuffle=False),
+        kiln_batches(x, y, batch, shuffler),
+        validation_data=kiln_batches(vx, vy, batch),
         epochs=epochs,
         verbose=0,
-        callbacks=[callback],
+        callbacks=[reshuffle, callback],
     )
     return clock
 
@@ -96,9 +100,7 @@ def _worker(args: argparse.Namespace) -> None:
     # What Trainer.fit resolves for this data, given to Model.fit too.
     settings = (
         backend.resolve_jit_compile(defaults.jit_compile),
-        backend.resolve_steps_per_execution(
-            defaults.steps_per_execution, steps, (defaults.log_every_n_steps,)
-        ),
+        backend.resolve_steps_per_execution(defaults.steps_per_execution, steps),
     )
     make = cnn_data if args.net == "cnn" else dense_data
     x, y = make(count, seed=0)

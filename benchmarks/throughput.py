@@ -32,6 +32,7 @@ from common import (
     dense_data,
     emit,
     keras_clock,
+    kiln_batches,
     kiln_clock,
     load_note,
     matmul_peak_gflops,
@@ -42,64 +43,43 @@ from common import (
     training_flops,
 )
 
-# key: (label, backend, worker arguments, extra environment)
+# key: (label, backend, worker arguments, extra environment). Without --input a row feeds
+# Kiln's input path for in-memory data (tf.data under TensorFlow, NumPy batches under JAX).
 SETTINGS: dict[str, tuple[str, str, list[str], dict[str, str]]] = {
     "tf-kiln": ("tf: Kiln defaults (Trainer.fit)", "tensorflow", ["--trainer"], {}),
-    "tf-kiln-log32": (
-        "tf: Kiln defaults, log every 32 steps",
-        "tensorflow",
-        ["--trainer", "--log-every", "32"],
-        {},
-    ),
     "tf-plain": ("tf: Model.fit, Kiln's settings", "tensorflow", [], {}),
     "tf-keras": (
-        "tf: Model.fit, Keras's defaults (spe 1)",
+        "tf: Model.fit, Keras's defaults, tf.data",
         "tensorflow",
-        ["--jit", "auto", "--spe", "1", "--keras-auto"],
+        ["--jit", "auto", "--spe", "1", "--keras-auto", "--input", "slices"],
         {},
     ),
     "tf-xla": ("tf: XLA (jit_compile true)", "tensorflow", ["--jit", "true"], {}),
     "tf-numpy": ("tf: NumPy arrays, not tf.data", "tensorflow", ["--input", "numpy"], {}),
-    "tf-gather": ("tf: tf.data gathering batches", "tensorflow", ["--input", "gather"], {}),
     "tf-noonednn": ("tf: oneDNN off", "tensorflow", [], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "tf-inter1": ("tf: 1 inter-op thread", "tensorflow", ["--inter", "1"], {}),
-    "tf-noonednn-inter1": (
-        "tf: oneDNN off, 1 inter-op thread",
-        "tensorflow",
-        ["--inter", "1"],
-        {"TF_ENABLE_ONEDNN_OPTS": "0"},
-    ),
-    "tf-noonednn-inter1-gather": (
-        "tf: oneDNN off, 1 inter-op, gather",
-        "tensorflow",
-        ["--inter", "1", "--input", "gather"],
-        {"TF_ENABLE_ONEDNN_OPTS": "0"},
-    ),
     "tf-bf16": ("tf: bf16-mixed", "tensorflow", ["--precision", "bf16-mixed"], {}),
     "jax-kiln": ("jax: Kiln defaults (Trainer.fit)", "jax", ["--trainer"], {}),
-    "jax-kiln-log32": (
-        "jax: Kiln defaults, log every 32 steps",
+    "jax-plain": ("jax: Model.fit, Kiln's settings", "jax", [], {}),
+    "jax-tfdata": ("jax: Model.fit, tf.data input", "jax", ["--input", "slices"], {}),
+    "jax-keras": (
+        "jax: Model.fit, Keras's defaults, NumPy",
         "jax",
-        ["--trainer", "--log-every", "32"],
+        ["--spe", "1", "--keras-auto", "--input", "numpy"],
         {},
     ),
-    "jax-plain": ("jax: Model.fit, Kiln's settings", "jax", [], {}),
-    "jax-spe1": ("jax: Model.fit, spe 1", "jax", ["--spe", "1"], {}),
-    "jax-onednn": (
-        "jax: XLA with oneDNN",
-        "jax",
-        [],
-        {"XLA_FLAGS": "--xla_cpu_use_onednn=true"},
-    ),
+    "jax-onednn": ("jax: XLA with oneDNN", "jax", [], {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}),
     "jax-bf16": ("jax: bf16-mixed", "jax", ["--precision", "bf16-mixed"], {}),
 }
 # What each net's table shows by default (--settings picks others).
 DEFAULT_SETTINGS = {
     "cnn": (
         "tf-kiln", "tf-plain", "tf-keras", "tf-xla", "tf-numpy", "tf-noonednn", "tf-bf16",
-        "jax-kiln", "jax-spe1", "jax-onednn",
+        "jax-kiln", "jax-plain", "jax-keras",
     ),
-    "dense": ("tf-kiln", "tf-kiln-log32", "tf-keras", "jax-kiln", "jax-kiln-log32", "jax-spe1"),
+    "dense": (
+        "tf-kiln", "tf-plain", "tf-keras", "jax-kiln", "jax-plain", "jax-tfdata", "jax-keras",
+    ),
 }  # fmt: skip
 QUICK = ("tf-kiln", "tf-keras", "jax-kiln")
 SIZES = {"cnn": (3840, 4), "dense": (1000, 12)}  # samples, epochs (the first one untimed)
@@ -112,7 +92,7 @@ def _worker(args: argparse.Namespace) -> None:
     backend.select_backend(args.backend)
     import keras
 
-    from framework.trainer import TrainerConfig
+    from framework.data.shuffle import EpochShuffle
 
     if args.intra or args.inter:
         import tensorflow as tf
@@ -138,7 +118,6 @@ def _worker(args: argparse.Namespace) -> None:
             logger=False,
             callbacks=[marks],
             max_epochs=epochs,
-            log_every_n_steps=args.log_every or TrainerConfig().log_every_n_steps,
             jit_compile=jit,
             steps_per_execution=spe,
             precision=args.precision,
@@ -152,8 +131,7 @@ def _worker(args: argparse.Namespace) -> None:
         backend.set_precision(args.precision)
         model, optimizer, loss = build_cnn() if args.net == "cnn" else build_dense()
         # What Trainer.fit would pick for this data, unless Keras's own defaults are asked for.
-        every = (args.log_every or TrainerConfig().log_every_n_steps,)
-        steps = backend.resolve_steps_per_execution(spe, -(-count // batch), every)
+        steps = backend.resolve_steps_per_execution(spe, -(-count // batch))
         model.compile(
             optimizer,
             loss,
@@ -163,6 +141,13 @@ def _worker(args: argparse.Namespace) -> None:
         callback, clock = keras_clock()
         if args.input == "numpy":
             model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[callback])
+        elif args.input == "kiln":
+            shuffler = EpochShuffle(0)
+            reshuffle = keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, _: shuffler.set_epoch(epoch)
+            )
+            data = kiln_batches(x, y, batch, shuffler)
+            model.fit(data, epochs=epochs, verbose=0, callbacks=[reshuffle, callback])
         else:
             data = pipeline(x, y, batch, shuffle=True, kind=args.input)
             model.fit(data, epochs=epochs, verbose=0, callbacks=[callback])
@@ -204,13 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--net", default="cnn")
     parser.add_argument("--jit", default="auto")
     parser.add_argument("--spe", default="auto")
-    parser.add_argument("--input", default="slices", choices=("slices", "gather", "numpy"))
+    parser.add_argument("--input", default="kiln", choices=("kiln", "slices", "gather", "numpy"))
     parser.add_argument("--precision", default="32")
     parser.add_argument("--intra", type=int, default=0)
     parser.add_argument("--inter", type=int, default=0)
     parser.add_argument("--trainer", action="store_true")
     parser.add_argument("--keras-auto", action="store_true")
-    parser.add_argument("--log-every", type=int, default=0)
     parser.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=0)

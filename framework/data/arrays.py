@@ -120,8 +120,6 @@ def array_batches(
         dataset = tf.data.Dataset.from_tensor_slices(tuple(arrays))
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     tensors = tuple(tf.constant(a) for a in arrays)
-    examples = shuffler.indices(len(arrays[0])).map(
-        lambda i: tuple(tf.gather(t, i) for t in tensors)
-    )
+    examples = shuffler.shuffled(tensors, len(arrays[0]))
     # Batch last (before prefetch): Keras finds the batch size there to shard over processes.
     return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -41,19 +41,28 @@ class EpochShuffle:
 
     def indices(self, n: int) -> Any:
         """A dataset of the indices ``0..n-1`` in this epoch's order (read at iteration)."""
+        return self.shuffled((), n)
+
+    def shuffled(self, tensors: tuple[Any, ...], n: int) -> Any:
+        """A dataset of the rows of ``tensors`` (``n`` each) in this epoch's order, or of the
+        indices themselves when ``tensors`` is empty. Each epoch gathers the whole tensors
+        once in the new order and slices them, instead of a gather per row."""
         import tensorflow as tf
 
         seed = tf.constant(self.seed, tf.int64)
         epoch = self._epoch
 
-        def order(_: Any) -> Any:
+        def rows(_: Any) -> Any:
             key = tf.stack([seed, epoch.read_value()])
             permutation = tf.random.experimental.stateless_shuffle(
                 tf.range(n, dtype=tf.int64), seed=key
             )
-            return tf.data.Dataset.from_tensor_slices(permutation)
+            parts = tuple(tf.gather(t, permutation) for t in tensors) if tensors else permutation
+            return tf.data.Dataset.from_tensor_slices(parts)
 
-        ordered = tf.data.Dataset.from_tensors(0).flat_map(order)
+        # Limitation: the per-epoch function costs tf.data about 5 ms each epoch over a plain
+        # shuffle(); on a 1,000-row epoch of a tiny net that halves TensorFlow's steps/s.
+        ordered = tf.data.Dataset.from_tensors(0).flat_map(rows)
         return ordered.apply(tf.data.experimental.assert_cardinality(n))
 
     def epoch_seed(self) -> Any:
