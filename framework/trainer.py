@@ -319,7 +319,7 @@ class Trainer:
         self.model.steps_per_execution = backend.resolve_steps_per_execution(
             flags.steps_per_execution,
             batches=self.num_training_batches,
-            intervals=(flags.save_every_n_steps, self.batch_idx),
+            intervals=(flags.save_every_n_steps, self.batch_idx, *_step_intervals(self.callbacks)),
             every_batch=_wants_every_batch(self.callbacks),
         )
         max_epochs = 1 if flags.fast_dev_run else flags.max_epochs
@@ -728,6 +728,11 @@ class Trainer:
         self._write_status("success")
         for sink in self.loggers:
             sink.finalize("success")
+
+
+def _step_intervals(callbacks: Iterable[Callback]) -> list[int]:
+    """Step intervals of callbacks that act every N training steps (step checkpoints)."""
+    return [n for c in callbacks if (n := getattr(c, "every_n_train_steps", None))]
 
 
 def _wants_every_batch(callbacks: Iterable[Callback]) -> bool:

@@ -263,3 +263,20 @@ def test_trainer_finalize_exports_the_model(root: Path) -> None:
     np.testing.assert_array_equal(
         loaded.predict(inputs, verbose=0), trainer.model.predict(inputs, verbose=0)
     )
+
+
+@pytest.mark.parametrize(("every", "expected"), [(4, 4), (3, 1)])
+def test_auto_steps_per_execution_lands_on_step_checkpoints(
+    root: Path, every: int, expected: int
+) -> None:
+    from framework.callbacks import ModelCheckpoint
+    from framework.trainer import Trainer
+    from tests.conftest import TinyRecipe
+
+    trainer = Trainer(
+        max_epochs=1, default_root_dir=str(root), name="tiny", enable_progress_bar=False,
+        callbacks=[ModelCheckpoint(every_n_train_steps=every)],
+    )  # fmt: skip
+    trainer.fit(TinyRecipe())
+    # A call may not run past a step checkpoint: 8 batches, a checkpoint every `every` steps.
+    assert trainer.model.steps_per_execution == expected
