@@ -31,7 +31,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
 RECIPE = "regression_shortcut"
 EVERY = 4  # trainer.save_every_n_steps
 STEPS_PER_EPOCH = 64
-# 64 steps an epoch, a row in metrics.csv every step, last.ckpt every EVERY steps.
+# 64 steps an epoch, last.ckpt every EVERY steps, train rows logged after every call.
 SMALL = [
     "data.n_train=512",
     "data.batch_size=8",
@@ -317,5 +317,7 @@ def test_runs_started_together_get_separate_run_folders(tmp_path: Path) -> None:
         assert [r["step"] for r in rows if "epoch" in r] == [str(STEPS_PER_EPOCH)]
         assert len([r for r in rows if "test/loss" in r]) == 1
         steps = [int(r["step"]) for r in rows if "train/loss_step" in r]
-        assert steps == list(range(1, STEPS_PER_EPOCH + 1))  # one run's rows, no one else's
+        # A call of EVERY steps (auto steps_per_execution stops at each step checkpoint) and a
+        # row after each call: one run's rows, no one else's.
+        assert steps == list(range(EVERY, STEPS_PER_EPOCH + 1, EVERY))
         assert json.loads((folder / "status.json").read_text())["status"] == "success"
