@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 
 from common import (
     CNN_BATCH,
@@ -64,7 +65,7 @@ def _time_bridge() -> list[float]:
     for name in BRIDGE_HOOKS:
         original = getattr(_KerasBridge, name)
 
-        def timed(self, *args, _original=original, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def timed(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
                 return _original(self, *args, **kwargs)
