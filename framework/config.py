@@ -223,14 +223,15 @@ def _choice(allowed: tuple[str, ...]) -> Callable[[str, Any], Any]:
     return check
 
 
-def _int(minimum: int, optional: bool = False) -> Callable[[str, Any], Any]:
+def _int(minimum: int, optional: bool = False, auto: bool = False) -> Callable[[str, Any], Any]:
     def check(path: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
+        if (value is None and optional) or (value == "auto" and auto):
+            return value
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
+            allowed = f"auto or {allowed}" if auto else allowed
             raise ConfigError(f"{path} must be {allowed}; received {value!r}")
         return value
 
@@ -305,10 +306,10 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "trainer.ckpt_path": _optional_str,
     "trainer.save_every_n_steps": _int(1, optional=True),
     "trainer.jit_compile": _jit,
-    "trainer.steps_per_execution": lambda p, v: v if v == "auto" else _int(1)(p, v),
+    "trainer.steps_per_execution": _int(1, auto=True),
     "trainer.jax_preallocate": _bool,
     "trainer.strategy": _choice(("single", "data_parallel")),
-    "trainer.devices": lambda p, v: v if v == "auto" else _int(1)(p, v),
+    "trainer.devices": _int(1, auto=True),
     "checkpoint.save_top_k": _int(-1),
     "checkpoint.every_n_epochs": _int(1),
     "checkpoint.mode": lambda p, v: v if v is None else _choice(("min", "max"))(p, v),

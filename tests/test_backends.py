@@ -143,9 +143,9 @@ def test_resolve_jit_compile_on_tensorflow_cpu() -> None:
     ("key", "value", "message"),
     [
         ("trainer.jax_preallocate", "sometimes", "trainer.jax_preallocate must be true or false"),
-        ("trainer.steps_per_execution", 0, "trainer.steps_per_execution must be an integer"),
+        ("trainer.steps_per_execution", 0, "steps_per_execution must be auto or an integer >= 1"),
         ("trainer.strategy", "ddp", "trainer.strategy must be one of single, data_parallel"),
-        ("trainer.devices", 0, "trainer.devices must be an integer >= 1"),
+        ("trainer.devices", 0, "trainer.devices must be auto or an integer >= 1; received 0"),
     ],
 )
 def test_speed_and_device_keys_are_validated(key: str, value: object, message: str) -> None:

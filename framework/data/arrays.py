@@ -36,7 +36,11 @@ def resolve_input(value: str, strategy: str = "single") -> str:
     if value != "auto":
         return value
     single = strategy == "single"
-    return "arrays" if keras.backend.backend() == "jax" and single else "tf_data"
+    path = "arrays" if keras.backend.backend() == "jax" and single else "tf_data"
+    logger.info(
+        "data.input auto: %s (%s backend, strategy %s)", path, keras.backend.backend(), strategy
+    )
+    return path
 
 
 class ArrayBatches(keras.utils.PyDataset):
