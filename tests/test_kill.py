@@ -198,8 +198,14 @@ def test_sigint_checkpoints_prints_how_to_resume_and_exits_nonzero(tmp_path: Pat
     once_dir = tmp_path / "once" / RECIPE / "version_0"
     twice_dir = tmp_path / "twice" / RECIPE / "version_0"
     once = Kiln(tmp_path, *_run(tmp_path / "once", "trainer.max_epochs=3"))
-    # A validation pass of seconds: time to press Ctrl-C twice within one long step.
-    twice = Kiln(tmp_path, *_run(tmp_path / "twice", "trainer.max_epochs=3", "data.n_val=20000"))
+    # A validation pass of seconds (one batch per call): time to press Ctrl-C twice in it.
+    twice = Kiln(
+        tmp_path,
+        *_run(
+            tmp_path / "twice", "trainer.max_epochs=3", "data.n_val=20000",
+            "trainer.steps_per_execution=1",
+        ),
+    )  # fmt: skip
 
     once.wait_for_checkpoint(once_dir / "checkpoints/last.ckpt", STEPS_PER_EPOCH + 8)
     once.process.send_signal(signal.SIGINT)
