@@ -42,6 +42,7 @@ __all__ = [
     "pipeline",
     "print_table",
     "run_worker",
+    "shuffled_kiln_batches",
     "training_flops",
 ]
 
@@ -125,6 +126,20 @@ def kiln_batches(
     from framework.data.arrays import array_batches
 
     return array_batches((x, y), batch, shuffler, input=input)
+
+
+def shuffled_kiln_batches(x: np.ndarray, y: np.ndarray, batch: int) -> tuple[Any, Any]:
+    """Shuffled ``kiln_batches`` for a plain ``Model.fit``, and the Keras callback that moves
+    their order to each new epoch (what ``Trainer.fit`` does through ``DataModule.set_epoch``)."""
+    import keras
+
+    from framework.data.shuffle import EpochShuffle
+
+    shuffler = EpochShuffle(0)
+    reshuffle = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, _: shuffler.set_epoch(epoch)
+    )
+    return kiln_batches(x, y, batch, shuffler), reshuffle
 
 
 def bench_recipe(net: str, x: np.ndarray, y: np.ndarray, val: tuple | None = None) -> Any:

@@ -48,6 +48,7 @@ from common import (
     median,
     print_table,
     run_worker,
+    shuffled_kiln_batches,
 )
 
 SIZES = {"cnn": (3840, 384, 4), "dense": (1000, 200, 12)}  # train, validation, epochs
@@ -82,17 +83,14 @@ KINDS = ("plain", "trainer", "trainer+files")
 def _plain(net: str, data: tuple, epochs: int, settings: tuple) -> EpochClock:
     import keras
 
-    from framework.data.shuffle import EpochShuffle
-
     keras.utils.set_random_seed(0)
     model, optimizer, loss = build_cnn() if net == "cnn" else build_dense()
     model.compile(optimizer, loss, jit_compile=settings[0], steps_per_execution=settings[1])
     callback, clock = keras_clock()
     x, y, vx, vy, batch = data
-    shuffler = EpochShuffle(0)
-    reshuffle = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, _: shuffler.set_epoch(e))
+    train, reshuffle = shuffled_kiln_batches(x, y, batch)
     model.fit(
-        kiln_batches(x, y, batch, shuffler),
+        train,
         validation_data=kiln_batches(vx, vy, batch),
         epochs=epochs,
         verbose=0,

@@ -32,7 +32,6 @@ from common import (
     dense_data,
     emit,
     keras_clock,
-    kiln_batches,
     kiln_clock,
     load_note,
     matmul_peak_gflops,
@@ -40,6 +39,7 @@ from common import (
     pipeline,
     print_table,
     run_worker,
+    shuffled_kiln_batches,
     training_flops,
 )
 
@@ -92,8 +92,6 @@ def _worker(args: argparse.Namespace) -> None:
     backend.select_backend(args.backend)
     import keras
 
-    from framework.data.shuffle import EpochShuffle
-
     if args.intra or args.inter:
         import tensorflow as tf
 
@@ -142,11 +140,7 @@ def _worker(args: argparse.Namespace) -> None:
         if args.input == "numpy":
             model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[callback])
         elif args.input == "kiln":
-            shuffler = EpochShuffle(0)
-            reshuffle = keras.callbacks.LambdaCallback(
-                on_epoch_begin=lambda epoch, _: shuffler.set_epoch(epoch)
-            )
-            data = kiln_batches(x, y, batch, shuffler)
+            data, reshuffle = shuffled_kiln_batches(x, y, batch)
             model.fit(data, epochs=epochs, verbose=0, callbacks=[reshuffle, callback])
         else:
             data = pipeline(x, y, batch, shuffle=True, kind=args.input)
